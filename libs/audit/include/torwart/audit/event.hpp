@@ -1,0 +1,76 @@
+// The audit record and the Sink every component writes security-relevant events to.
+// Logging is not auditing: events go through Sink, never parsed from logs.
+// Sink implementations must be thread-safe; Append returns only when the event is durable.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "torwart/core/clock.hpp"
+#include "torwart/core/error.hpp"
+
+namespace torwart::audit {
+
+inline constexpr int kSchemaVersion = 1;
+
+enum class ActorType { kUser, kDevice, kSystem, kAnonymous };
+enum class Result { kSuccess, kFailure, kDenied };
+
+std::string_view ToString(ActorType t);
+std::string_view ToString(Result r);
+
+struct Event {
+  int64_t seq = 0;          // assigned by the store on append (1, 2, ...)
+  TimePoint time;           // UTC; set by the caller (Clock), store keeps it
+  ActorType actor_type = ActorType::kSystem;
+  std::string actor;        // user name, device UUID, "torwartd", or "" for anonymous
+  std::string organisation; // actor's organisation if known
+  std::string source;       // peer address "ip:port" or "local"
+  std::string category;     // auth, user, device, pki, policy, access, session, audit, config
+  std::string type;         // dotted verb, e.g. "pki.cmp.ir", "auth.login", "device.revoke"
+  std::string target;       // what was acted on (device name/UUID, user, serial, ...)
+  Result result = Result::kSuccess;
+  std::string reason;       // why (user-supplied reason, or error text for failures)
+  std::string details;      // JSON object text with event-specific fields ("{}" if none)
+};
+
+// JSON object text of an event (stable field names: seq, time, actor_type, actor, ...).
+std::string ToJson(const Event& e);
+
+struct Query {
+  std::optional<TimePoint> since, until;
+  std::string actor, target, type_prefix, category;
+  int64_t after_seq = 0;
+  int limit = 1000;
+};
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Durable when it returns success. A failure means the event is NOT recorded: callers of
+  // security-relevant actions must fail closed.
+  virtual Expected<void> Append(Event e) = 0;
+};
+
+class Reader {
+ public:
+  virtual ~Reader() = default;
+  virtual Expected<std::vector<Event>> Find(const Query& q) = 0;
+};
+
+// Collects events in memory; for unit tests of code that audits.
+class MemorySink final : public Sink, public Reader {
+ public:
+  Expected<void> Append(Event e) override;
+  Expected<std::vector<Event>> Find(const Query& q) override;
+  std::vector<Event> events() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Event> events_;
+};
+
+}  // namespace torwart::audit
