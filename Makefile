@@ -20,7 +20,7 @@ unit: build
 
 fuzz: deps
 	@cmake --preset fuzz >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS)
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_all
 	@scripts/run-fuzz $(FUZZ_DIR)
 
 system: build

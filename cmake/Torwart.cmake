@@ -28,9 +28,11 @@ endif()
 
 # Warnings are errors for our own code.
 add_library(torwart_warnings INTERFACE)
+option(TORWART_WERROR "Treat warnings as errors" ON)
 target_compile_options(torwart_warnings INTERFACE
-  -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Werror
-  $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+  -Wall -Wextra -Wpedantic -Wnon-virtual-dtor
+  $<$<BOOL:${TORWART_WERROR}>:-Werror>
+  $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local -Wno-maybe-uninitialized>)
 
 # torwart_library(NAME core SOURCES ... DEPS PUBLIC ... PRIVATE ...)
 # Declares target torwart_<NAME> with include dir include/ (public) and src/ (private).

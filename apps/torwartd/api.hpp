@@ -1,0 +1,12 @@
+// REST handlers for sessions, users, devices and the audit table (see api/openapi.yaml).
+#pragma once
+
+#include "context.hpp"
+#include "pki_service.hpp"
+#include "torwart/http/server.hpp"
+
+namespace torwart::server {
+
+void RegisterApi(Context& ctx, PkiService& pki, http::Router& router);
+
+}  // namespace torwart::server

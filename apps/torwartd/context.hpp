@@ -1,0 +1,45 @@
+// Shared services of torwartd, built by main and handed to the API modules.
+// Every member is thread-safe; the struct itself is immutable after start-up.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "server_config.hpp"
+#include "torwart/audit/event.hpp"
+#include "torwart/core/clock.hpp"
+#include "torwart/http/message.hpp"
+#include "torwart/storage/store.hpp"
+
+namespace torwart::server {
+
+class AuthService;
+
+struct Principal {
+  std::string user_id;
+  std::string name;
+  std::string role;
+  bool must_change_password = false;
+};
+
+struct Context {
+  const ServerConfig* config = nullptr;
+  storage::Store* store = nullptr;
+  Clock* clock = nullptr;
+  AuthService* auth = nullptr;
+};
+
+// Builds an audit event with time and source filled from the request.
+audit::Event MakeEvent(const Context& ctx, const http::Request& req, std::string category,
+                       std::string type);
+// Same, with the authenticated user as actor.
+audit::Event MakeUserEvent(const Context& ctx, const http::Request& req, const Principal& who,
+                           std::string category, std::string type);
+
+// Appends; on failure logs loudly and returns the error (callers fail closed where it matters).
+Expected<void> Audit(const Context& ctx, audit::Event e);
+
+// Maps an error to an HTTP JSON error response (404 for kNotFound, 409 kAlreadyExists, ...).
+http::Response ErrorResponse(const Error& e);
+
+}  // namespace torwart::server

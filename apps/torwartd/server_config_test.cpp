@@ -1,0 +1,44 @@
+#include "server_config.hpp"
+
+#include <gtest/gtest.h>
+
+namespace torwart::server {
+namespace {
+
+TEST(ServerConfigTest, DefaultsWithoutFile) {
+  ConfigReader r;
+  ServerConfig c;
+  ASSERT_TRUE(ReadConfig(r, c));
+  EXPECT_EQ(c.listen_port, 8443);
+  EXPECT_EQ(c.device_lifetime, std::chrono::hours(24 * 30));
+}
+
+TEST(ServerConfigTest, ReadsValuesAndReportsAllErrorsWithPositions) {
+  auto r = ConfigReader::FromString(
+      "[server]\nlisten = \"0.0.0.0:9443\"\n[pki]\ndevice_lifetime = \"60s\"\n"
+      "[auth]\nmax_failed_logins = 0\nlockout_typo = \"1m\"\n[log]\nlevel = \"loud\"\n",
+      "torwartd.toml");
+  ASSERT_TRUE(r);
+  ServerConfig c;
+  auto res = ReadConfig(*r, c);
+  ASSERT_FALSE(res);
+  const std::string& m = res.error().message();
+  EXPECT_NE(m.find("torwartd.toml:7:1: unknown key 'auth.lockout_typo'"), std::string::npos) << m;
+  EXPECT_NE(m.find("torwartd.toml:6:"), std::string::npos) << m;  // max_failed_logins range
+  EXPECT_NE(m.find("torwartd.toml:9:"), std::string::npos) << m;  // log.level
+  EXPECT_EQ(c.listen_port, 9443);
+  EXPECT_EQ(c.device_lifetime, std::chrono::seconds(60));
+}
+
+TEST(ServerConfigTest, ListenParsing) {
+  std::string a;
+  uint16_t p = 0;
+  ASSERT_TRUE(ParseListen("[::1]:8443", a, p));
+  EXPECT_EQ(a, "::1");
+  EXPECT_EQ(p, 8443);
+  EXPECT_FALSE(ParseListen("localhost", a, p));
+  EXPECT_FALSE(ParseListen("localhost:99999", a, p));
+}
+
+}  // namespace
+}  // namespace torwart::server
