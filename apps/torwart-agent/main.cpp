@@ -50,26 +50,22 @@ bool SleepFor(std::chrono::milliseconds d) {
   return !g_cv.wait_for(lock, d, [] { return g_stop.load(); });
 }
 
-Expected<std::string> ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return MakeError(Errc::kNotFound, "cannot read " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+using pki::ReadFile;
+
+Expected<void> WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode) {
+  return pki::WriteFileAtomic(path, data, static_cast<fs::perms>(mode));
 }
 
-// Atomic replace: write a temp file, fsync, rename. A power cut leaves the old or the new file.
-Expected<void> WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
-  if (fd < 0) return MakeError(Errc::kIo, "cannot write " + tmp + ": " + std::strerror(errno));
-  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-  ok = ok && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return MakeError(Errc::kIo, "cannot write " + path + ": " + std::strerror(errno));
+// Leaf followed by its chain, PEM.
+Expected<std::string> PemBundle(const X509* leaf, const std::vector<pki::X509Ptr>& chain) {
+  auto out = pki::CertToPem(leaf);
+  if (!out) return out;
+  for (auto& c : chain) {
+    auto pem = pki::CertToPem(c.get());
+    if (!pem) return pem;
+    *out += *pem;
   }
-  return {};
+  return out;
 }
 
 struct AgentState {
@@ -94,10 +90,17 @@ Expected<AgentState> LoadState(const std::string& dir) {
 pki::CmpTransfer MakeTransfer(const std::string& server, const std::string& ca_file,
                               std::chrono::seconds timeout) {
   return [server, ca_file, timeout](const std::string& der) -> Expected<std::string> {
-    http::Client c({.base_url = server, .ca_file = ca_file, .timeout = timeout});
+    http::ClientSettings cs;
+    cs.base_url = server;
+    cs.ca_file = ca_file;
+    cs.timeout = timeout;
+    http::Client c(cs);
     auto r = c.Send("POST", "/.well-known/cmp", {{"content-type", "application/pkixcmp"}}, der);
     if (!r) return MakeError(r.error());
-    if (r->status != 200) {
+    // Refusals come as 4xx with the CMP error message as body: let the CMP client read the reason.
+    bool cmp_body = r->headers.count("content-type") &&
+                    r->headers.at("content-type").rfind("application/pkixcmp", 0) == 0;
+    if (r->status != 200 && !(cmp_body && r->status >= 400 && r->status < 500)) {
       return MakeError(Errc::kUnavailable, "CMP endpoint answered HTTP " + std::to_string(r->status) +
                                                (r->body.size() < 300 ? ": " + r->body : ""));
     }
@@ -160,11 +163,10 @@ int Enroll(const Options& o, const std::string& server, const std::string& ca,
     std::cerr << "torwart-agent: enrollment failed: " << enrolled.error().message() << "\n";
     return 1;
   }
-  std::string chain;
-  for (auto& c : enrolled->chain) chain += pki::CertToPem(c.get());
-  auto cert_pem = pki::CertToPem(enrolled->cert.get());
+  auto bundle = PemBundle(enrolled->cert.get(), enrolled->chain);
+  if (!bundle) { std::cerr << "torwart-agent: " << bundle.error().message() << "\n"; return 1; }
   std::string uuid = pki::SubjectCn(enrolled->cert.get());
-  if (auto w = WriteFileAtomic(o.state_dir + "/device.pem", cert_pem + chain, 0644); !w) { std::cerr << w.error().message() << "\n"; return 1; }
+  if (auto w = WriteFileAtomic(o.state_dir + "/device.pem", *bundle, 0644); !w) { std::cerr << w.error().message() << "\n"; return 1; }
   json st{{"server", server}, {"ca_file", ca_copy}, {"key_store", (*store)->Describe()},
           {"device_id", uuid}, {"bind_machine", bind}};
   if (auto w = WriteFileAtomic(o.state_dir + "/agent.json", st.dump(2) + "\n", 0600); !w) { std::cerr << w.error().message() << "\n"; return 1; }
@@ -197,9 +199,9 @@ Expected<TimePoint> RenewOnce(const Options& o, const AgentState& s) {
   auto r = pki::Renew(MakeTransfer(s.server, s.ca_file, std::chrono::seconds(30)), *ca_pem,
                       cert->get(), key->get(), fp);
   if (!r) return MakeError(r.error());
-  std::string chain;
-  for (auto& c : r->chain) chain += pki::CertToPem(c.get());
-  if (auto w = WriteFileAtomic(o.state_dir + "/device.pem", pki::CertToPem(r->cert.get()) + chain, 0644); !w) {
+  auto bundle = PemBundle(r->cert.get(), r->chain);
+  if (!bundle) return MakeError(bundle.error());
+  if (auto w = WriteFileAtomic(o.state_dir + "/device.pem", *bundle, 0644); !w) {
     return MakeError(w.error());
   }
   return pki::NotAfter(r->cert.get());

@@ -1,6 +1,7 @@
 // torwart: the command-line client for operators, technicians, auditors and scripts.
 // Talks to torwartd's REST API over HTTPS; `--json` prints machine-readable output.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -102,7 +103,10 @@ class Api {
     if (need_session && token_.empty()) Die("not logged in: run `torwart login` first", 2);
   }
   json Call(const std::string& method, const std::string& path, const json& body = nullptr) {
-    http::Client c({.base_url = server_, .ca_file = ca_});
+    http::ClientSettings cs;
+    cs.base_url = server_;
+    cs.ca_file = ca_;
+    http::Client c(cs);
     std::map<std::string, std::string> h{{"accept", "application/json"}};
     if (!token_.empty()) h["authorization"] = "Bearer " + token_;
     std::string b;

@@ -102,7 +102,7 @@ Expected<AuthService::LoginResult> AuthService::Login(const std::string& name,
   auto user = ctx_.store->users().GetByName(name);
   if (!user) {
     // Spend the same work as a real check so timing does not reveal which names exist.
-    (void)crypto_pwhash_str_verify(
+    [[maybe_unused]] int ignored = crypto_pwhash_str_verify(
         "$argon2id$v=19$m=65536,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$"
         "x1f5yTlbQ9Nw8SS6D0c2ikY0P3eYYhF5iZBuaTQH3Cs",
         password.data(), password.size());

@@ -5,7 +5,11 @@
 #include <optional>
 #include <string>
 
+#include <functional>
+#include <vector>
+
 #include "context.hpp"
+#include "torwart/http/server.hpp"
 
 namespace torwart::server {
 

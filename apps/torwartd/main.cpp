@@ -20,6 +20,7 @@
 #include "context.hpp"
 #include "pki_service.hpp"
 #include "server_config.hpp"
+#include "torwart/core/ids.hpp"
 #include "torwart/core/log.hpp"
 #include "torwart/http/server.hpp"
 #include "torwart/net/tls.hpp"

@@ -21,6 +21,13 @@ using nlohmann::json;
 constexpr size_t kMaxCmpBytes = 64 << 10;
 constexpr size_t kMaxEstBytes = 64 << 10;
 
+// Header values must not carry CR/LF or non-ASCII bytes from error texts.
+std::string SanitizeHeader(const std::string& s) {
+  std::string out;
+  for (char c : s.substr(0, 200)) out.push_back(c >= 0x20 && c < 0x7f ? c : ' ');
+  return out;
+}
+
 struct ReasonName {
   const char* name;
   int code;
@@ -75,7 +82,7 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
     router.Add("POST", "/.well-known/cmp/p/{label}", cmp);
     router.Add("GET", "/.well-known/est/cacerts", [this](const Request&) {
       Response r;
-      r.content_type = pki::kEstCertsOnlyContentType;
+      r.content_type = pki::kEstCertsContentType;
       r.headers["Content-Transfer-Encoding"] = "base64";
       r.body = *pki::EncodeCertsOnly({ca_->issuing(), ca_->root()});
       return r;
@@ -105,7 +112,10 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
     auto e = ctx_.store->enrollments().Get(reference);
     if (!e) return MakeError(Errc::kUnauthenticated, "unknown enrollment reference");
     if (auto r = ctx_.store->enrollments().Consume(reference, ctx_.clock->Now()); !r) {
-      return MakeError(Errc::kFailedPrecondition, "enrollment secret already used");
+      if (r.error().Is(Errc::kFailedPrecondition)) {
+        return MakeError(Errc::kFailedPrecondition, "enrollment secret already used");
+      }
+      return MakeError(r.error().WithContext("enrollment secret"));
     }
     auto d = ctx_.store->devices().GetById(e->device_id);
     if (!d) return MakeError(d.error());
@@ -248,8 +258,16 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
     Response r;
     r.status = result.http_status;
     if (result.http_status == 200) {
-      r.content_type = "application/pkixcmp";
+      r.content_type = pki::kCmpContentType;
       r.body = result.der;
+      // A refused request (wrong or reused secret, replay, revoked certificate, ...) is answered
+      // with 403 so plain HTTP tooling sees the refusal; the body is still the signed CMP error
+      // message with the reason, which torwart-agent reads. A client's own certConf rejection is
+      // a normal end of a transaction.
+      if (!o.accepted && o.kind != "certConf") {
+        r.status = 403;
+        r.headers["X-Torwart-Error"] = SanitizeHeader(o.error);
+      }
     } else {
       r = Response::Error(result.http_status, "bad_request", o.error.empty() ? "malformed CMP request" : o.error);
     }
@@ -258,7 +276,7 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
 
   Response EstCertResponse(X509* cert) {
     Response r;
-    r.content_type = pki::kEstCertsOnlyContentType;
+    r.content_type = pki::kEstCertsContentType;
     r.headers["Content-Transfer-Encoding"] = "base64";
     auto body = pki::EncodeCertsOnly({cert});
     if (!body) return ErrorResponse(body.error());

@@ -36,6 +36,8 @@ class Server:
         self.admin_password = None
 
     def start(self, timeout=20):
+        if getattr(self, "port", None):  # a restart keeps the port, so sessions stay valid
+            self.args[self.args.index("--listen") + 1] = f"127.0.0.1:{self.port}"
         endpoint = self.data_dir / "endpoint.json"
         if endpoint.exists():
             endpoint.unlink()

@@ -30,7 +30,8 @@ def cmp_ir(server, tmp: Path, ref, secret, name="dev", check=True):
              "-out", key])
     cert = tmp / f"{name}.pem"
     p = run(cmp_args(server, "-cmd", "ir", "-ref", ref, "-secret", f"pass:{secret}",
-                     "-recipient", "/CN=torwart Issuing CA", "-newkey", key, "-subject", "/CN=ignored",
+                     "-recipient", "/CN=torwart Issuing CA", "-trusted", server.ca,
+                     "-newkey", key, "-subject", "/CN=ignored",
                      "-certout", cert, "-chainout", tmp / f"{name}.chain.pem"), check=check)
     return p, key, cert
 
@@ -215,7 +216,7 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(server, admin, tmp_path):
                  headers={"Authorization": "Basic " + wrong})[0] == 401
     assert fetch(server, "/.well-known/est/simpleenroll", data=b"MIIB")[0] == 401
     # The malformed CSR did not consume the secret: the device can still enroll.
-    assert not server.db("SELECT used FROM enrollments WHERE reference=?", dev2['enrollment']['reference'])[0][0]
+    assert not server.db("SELECT used_us FROM enrollments WHERE reference=?", dev2['enrollment']['reference'])[0][0]
     # Oversized and malformed HTTP.
     assert fetch(server, "/api/v1/devices", data=b"x" * (2 << 20), headers={"Content-Type": "application/json"})[0] == 413
     assert fetch(server, "/api/v1/auth/login", data=b"{not json")[0] == 400

@@ -169,6 +169,7 @@ Expected<std::chrono::seconds> ParseDuration(std::string_view text) {
                          "duration '" + std::string(text) + "' is not like 90s, 15m, 2h, 30d");
     }
     total += num * mult;
+    if (total > 100000000000LL) return MakeError(Errc::kInvalidArgument, "duration too large");
     num = 0;
     have_num = false;
     any_unit = true;
@@ -176,6 +177,7 @@ Expected<std::chrono::seconds> ParseDuration(std::string_view text) {
   if (have_num) {
     if (any_unit) return MakeError(Errc::kInvalidArgument, "duration '" + std::string(text) + "' lacks a unit at the end");
     total += num;
+    if (total > 100000000000LL) return MakeError(Errc::kInvalidArgument, "duration too large");
   }
   return std::chrono::seconds(total);
 }

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "torwart/core/clock.hpp"
@@ -21,6 +22,9 @@ enum class Result { kSuccess, kFailure, kDenied };
 
 std::string_view ToString(ActorType t);
 std::string_view ToString(Result r);
+// Inverse of ToString, for stores reading records back; nullopt for unknown text.
+std::optional<ActorType> ActorTypeFromString(std::string_view s);
+std::optional<Result> ResultFromString(std::string_view s);
 
 struct Event {
   int64_t seq = 0;          // assigned by the store on append (1, 2, ...)
@@ -38,13 +42,18 @@ struct Event {
 };
 
 // JSON object text of an event (stable field names: seq, time, actor_type, actor, ...).
+// `time` is RFC 3339 UTC; `details` is embedded as an object when it is a JSON object, else as
+// a string ("" or absent details become {}).
 std::string ToJson(const Event& e);
 
+// Every set filter must match; empty strings match anything. Results are ordered by seq.
 struct Query {
-  std::optional<TimePoint> since, until;
-  std::string actor, target, type_prefix, category;
-  int64_t after_seq = 0;
-  int limit = 1000;
+  std::optional<TimePoint> since, until;  // since <= time < until
+  std::string actor, target;              // exact match
+  std::string type_prefix;                // type starts with this ("pki." or "pki.cmp.ir")
+  std::string category;                   // exact match
+  int64_t after_seq = 0;                  // seq > after_seq, for paging
+  int limit = 1000;                       // at most this many; must be > 0
 };
 
 class Sink {

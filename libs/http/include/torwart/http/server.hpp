@@ -35,7 +35,8 @@ class Router {
 };
 
 // Called for connections that fail before a request is routed (TLS handshake failure, garbage,
-// oversized or malformed HTTP). `what` is a short description. Used to audit bad input.
+// oversized or malformed HTTP, a stalled request). `what` is a short description. Used to audit
+// bad input. Runs on an I/O thread: must be thread-safe and quick (no blocking storage writes).
 using BadInputCallback = std::function<void(const std::string& peer, const std::string& what)>;
 
 struct ServerSettings {
@@ -59,7 +60,8 @@ class Server {
 
   // Binds and starts serving in background threads. Returns the bound port.
   Expected<uint16_t> Start();
-  // Stops accepting, closes connections, joins threads. Idempotent.
+  // Stops accepting, closes idle connections, lets requests already in a handler finish and
+  // answer, joins threads. Idempotent; never call it from a handler.
   void Stop();
 
  private:

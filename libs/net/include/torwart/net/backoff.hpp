@@ -1,4 +1,5 @@
-// Exponential backoff with full jitter (AWS architecture blog): delay = random(0, min(cap, base*2^n)).
+// Exponential backoff with full jitter (AWS architecture blog):
+// delay = uniform random in [0, min(cap, base * 2^n)] for the n-th call since Reset().
 // Not thread-safe; one per retry loop.
 #pragma once
 
@@ -10,6 +11,7 @@ namespace torwart::net {
 
 class Backoff {
  public:
+  // seed 0 seeds from std::random_device; any other seed gives a reproducible sequence (tests).
   Backoff(std::chrono::milliseconds base, std::chrono::milliseconds cap, uint64_t seed = 0);
   // The next delay to wait; grows per call until Reset().
   std::chrono::milliseconds Next();
