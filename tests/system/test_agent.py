@@ -78,7 +78,7 @@ def test_running_agents_hold_valid_60s_certificates_for_five_minutes(make_server
     enroll(server, admin, "gw-renew-hsm", hsm_state, "pkcs11:token=agent;object=device", env=env,
            extra=("--pin", "1234"))
     agents = [subprocess.Popen([str(AGENT), "--state-dir", str(s), "--pin", "1234", "--log-level", "warn",
-                                "--backoff-cap", "5", "run"], env=env, stderr=open(tmp_path / f"{s.name}.log", "w"))
+                                "run", "--backoff-cap", "5"], env=env, stderr=open(tmp_path / f"{s.name}.log", "w"))
               for s in (file_state, hsm_state)]
     try:
         serials = {file_state: set(), hsm_state: set()}

@@ -62,6 +62,9 @@ int AcceptAnyClientCert(int /*preverify_ok*/, X509_STORE_CTX* /*ctx*/) { return 
 }  // namespace
 
 std::string OpenSslErrors() {
+  // Reason strings are loaded lazily by SSL/crypto initialisation; make sure they are there so
+  // errors read "bad length" rather than "reason(271)" in a process that did no TLS yet.
+  OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, nullptr);
   std::string out;
   unsigned long e;
   while ((e = ERR_get_error()) != 0) {
