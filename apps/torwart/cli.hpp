@@ -1,0 +1,58 @@
+// Shared plumbing of the torwart CLI: global options, the session file, the REST client, and
+// output helpers. Each area registers its subcommands from its own cmd_<area>.cpp.
+// Single-threaded (a CLI run).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace torwart::cli {
+
+using nlohmann::json;
+
+struct Globals {
+  std::string server, ca, config_dir;
+  bool json_out = false;
+};
+
+struct SessionFile {
+  std::string server, ca, token, user;
+};
+
+std::string ConfigDir(const Globals& g);
+std::optional<SessionFile> LoadSession(const Globals& g);
+bool SaveSession(const Globals& g, const SessionFile& s);
+
+// Prints "torwart: msg" to stderr and exits with `code`.
+[[noreturn]] void Die(const std::string& msg, int code = 1);
+// Reads a line without echo from a terminal, or a plain line from a pipe.
+std::string ReadSecret(const std::string& prompt);
+
+// The REST API of the server in the session (or --server/--ca). Exits with a clear message on
+// any error: 1 generic, 2 usage/session, 3 authentication or permission.
+class Api {
+ public:
+  Api(const Globals& g, bool need_session);
+  json Call(const std::string& method, const std::string& path, const json& body = nullptr);
+  const std::string& server() const { return server_; }
+  const std::string& ca() const { return ca_; }
+
+ private:
+  std::string server_, ca_, token_;
+};
+
+// Percent-encodes a query value.
+std::string UrlEncode(const std::string& v);
+void PrintJson(const json& j);
+// Left-aligned column of width w (at least one space after).
+std::string Col(const std::string& s, size_t w);
+
+// Registration of each area's subcommands.
+void RegisterSessionCommands(CLI::App& app, Globals& g);
+void RegisterUserCommands(CLI::App& app, Globals& g);
+void RegisterDeviceCommands(CLI::App& app, Globals& g);
+void RegisterAuditCommands(CLI::App& app, Globals& g);
+
+}  // namespace torwart::cli

@@ -1,0 +1,137 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli.hpp"
+#include "torwart/http/client.hpp"
+
+namespace fs = std::filesystem;
+
+namespace torwart::cli {
+
+
+std::string ConfigDir(const Globals& g) {
+  if (!g.config_dir.empty()) return g.config_dir;
+  if (const char* d = std::getenv("TORWART_CONFIG_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) return std::string(x) + "/torwart";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.config/torwart";
+  return ".torwart";
+}
+
+std::optional<SessionFile> LoadSession(const Globals& g) {
+  std::ifstream f(ConfigDir(g) + "/session.json");
+  if (!f) return std::nullopt;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto j = json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  return SessionFile{j.value("server", ""), j.value("ca", ""), j.value("token", ""),
+                     j.value("user", "")};
+}
+
+bool SaveSession(const Globals& g, const SessionFile& s) {
+  std::string dir = ConfigDir(g);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  ::chmod(dir.c_str(), 0700);
+  std::string tmp = dir + "/session.json.tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return false;
+  std::string body =
+      json{{"server", s.server}, {"ca", s.ca}, {"token", s.token}, {"user", s.user}}.dump(2) + "\n";
+  bool ok = ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size());
+  ::fsync(fd);
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), (dir + "/session.json").c_str()) == 0;
+}
+
+[[noreturn]] void Die(const std::string& msg, int code) {
+  std::cerr << "torwart: " << msg << "\n";
+  std::exit(code);
+}
+
+std::string ReadSecret(const std::string& prompt) {
+  std::string line;
+  if (isatty(STDIN_FILENO)) {
+    std::cerr << prompt << std::flush;
+    termios old{};
+    tcgetattr(STDIN_FILENO, &old);
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::getline(std::cin, line);
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::cerr << "\n";
+  } else if (!std::getline(std::cin, line)) {
+    Die("expected a line on standard input for: " + prompt);
+  }
+  return line;
+}
+
+Api::Api(const Globals& g, bool need_session) {
+    auto s = LoadSession(g);
+    server_ = !g.server.empty() ? g.server : (s ? s->server : "");
+    if (const char* e = std::getenv("TORWART_SERVER"); server_.empty() && e) server_ = e;
+    ca_ = !g.ca.empty() ? g.ca : (s ? s->ca : "");
+    if (s && (g.server.empty() || g.server == s->server)) token_ = s->token;
+    if (server_.empty()) Die("no server: log in with `torwart login --server URL --ca FILE`", 2);
+    if (need_session && token_.empty()) Die("not logged in: run `torwart login` first", 2);
+}
+
+json Api::Call(const std::string& method, const std::string& path, const json& body) {
+    http::ClientSettings cs;
+    cs.base_url = server_;
+    cs.ca_file = ca_;
+    http::Client c(cs);
+    std::map<std::string, std::string> h{{"accept", "application/json"}};
+    if (!token_.empty()) h["authorization"] = "Bearer " + token_;
+    std::string b;
+    if (!body.is_null()) {
+      h["content-type"] = "application/json";
+      b = body.dump();
+    }
+    auto r = c.Send(method, path, h, b);
+    if (!r) Die(r.error().message());
+    json j = json::parse(r->body, nullptr, false);
+    if (r->status >= 400) {
+      std::string msg = "server answered " + std::to_string(r->status);
+      if (!j.is_discarded() && j.contains("error")) {
+        msg = j["error"].value("message", msg);
+        if (j["error"].value("code", "") == "unauthenticated") msg += " (run `torwart login`)";
+      }
+      Die(msg, r->status == 401 || r->status == 403 ? 3 : 1);
+    }
+    if (j.is_discarded()) Die("server sent a response that is not JSON");
+    return j;
+}
+
+std::string UrlEncode(const std::string& v) {
+  std::string q;
+  for (unsigned char c : v) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      q += static_cast<char>(c);
+    } else {
+      char b[4];
+      std::snprintf(b, sizeof b, "%%%02X", c);
+      q += b;
+    }
+  }
+  return q;
+}
+
+void PrintJson(const json& j) { std::cout << j.dump(2) << "\n"; }
+
+std::string Col(const std::string& s, size_t w) {
+  return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' ');
+}
+
+
+}  // namespace torwart::cli

@@ -1,0 +1,105 @@
+// torwart CLI commands: devices: add, list, show, enrollment, revoke.
+#include <unistd.h>
+
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace torwart::cli {
+
+namespace {
+
+void PrintDevice(const json& d) {
+  std::cout << "name:     " << d.value("name", "") << "\n"
+            << "id:       " << d.value("id", "") << "\n"
+            << "site:     " << d.value("site", "") << "\n";
+  std::string tags;
+  for (auto& t : d.value("tags", json::array())) tags += (tags.empty() ? "" : ", ") + t.get<std::string>();
+  std::cout << "tags:     " << (tags.empty() ? "-" : tags) << "\n"
+            << "status:   " << d.value("status", "") << "\n";
+  if (d.contains("certificate")) {
+    std::cout << "cert:     serial " << d["certificate"].value("serial", "") << ", valid until "
+              << d["certificate"].value("not_after", "") << "\n";
+  }
+  if (d.value("bind_machine", false)) {
+    std::cout << "binding:  machine " << d.value("machine_fingerprint", "(not yet enrolled)") << "\n";
+  }
+  if (d.contains("certificates") && !d["certificates"].empty()) {
+    std::cout << "certificates:\n";
+    for (auto& c : d["certificates"]) {
+      std::cout << "  " << Col(c.value("serial", ""), 34) << Col(c.value("status", ""), 8)
+                << c.value("not_before", "") << " .. " << c.value("not_after", "") << "\n";
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterDeviceCommands(CLI::App& app, Globals& g) {
+  // devices
+  auto* dev = app.add_subcommand("device", "register, inspect and revoke devices (gateways)");
+  dev->require_subcommand(1);
+  auto* dadd = dev->add_subcommand("add", "register a device; prints a one-time enrollment reference and secret");
+  static std::string dname, dsite, dttl, dreason;
+  static std::vector<std::string> dtags;
+  static bool dbind = false;
+  dadd->add_option("NAME", dname, "device name")->required();
+  dadd->add_option("--site", dsite, "site the device belongs to")->required();
+  dadd->add_option("--tag", dtags, "tag (repeatable)");
+  dadd->add_flag("--bind-machine", dbind, "bind the certificate to the machine it enrolls on");
+  dadd->add_option("--ttl", dttl, "how long the enrollment secret stays valid (default 24h)");
+  dadd->callback([&] {
+    Api api(g, true);
+    json body{{"name", dname}, {"site", dsite}, {"tags", dtags}, {"bind_machine", dbind}};
+    if (!dttl.empty()) body["enrollment_ttl"] = dttl;
+    json r = api.Call("POST", "/api/v1/devices", body);
+    if (g.json_out) { PrintJson(r); return; }
+    auto& e = r["enrollment"];
+    std::cout << "Device " << dname << " registered (id " << r.value("id", "") << ").\n\n"
+              << "One-time enrollment credentials (single use, valid until " << e.value("expires", "") << "):\n"
+              << "    reference: " << e.value("reference", "") << "\n"
+              << "    secret:    " << e.value("secret", "") << "\n\n"
+              << "On the device:\n"
+              << "    torwart-agent enroll --server " << api.server() << " --ca chain.pem \\\n"
+              << "        --ref " << e.value("reference", "") << " --secret " << e.value("secret", "") << " --key-store file\n";
+  });
+  dev->add_subcommand("list", "list devices")->callback([&] {
+    Api api(g, true);
+    json r = api.Call("GET", "/api/v1/devices");
+    if (g.json_out) { PrintJson(r); return; }
+    std::cout << Col("NAME", 20) << Col("SITE", 14) << Col("STATUS", 11) << "CERTIFICATE VALID UNTIL\n";
+    for (auto& d : r["devices"]) {
+      std::cout << Col(d.value("name", ""), 20) << Col(d.value("site", ""), 14) << Col(d.value("status", ""), 11)
+                << (d.contains("certificate") ? d["certificate"].value("not_after", "") : "-") << "\n";
+    }
+  });
+  auto* dshow = dev->add_subcommand("show", "show one device with its certificates");
+  dshow->add_option("NAME", dname, "device name")->required();
+  dshow->callback([&] {
+    Api api(g, true);
+    json r = api.Call("GET", "/api/v1/devices/" + dname);
+    if (g.json_out) PrintJson(r); else PrintDevice(r);
+  });
+  auto* dsecret = dev->add_subcommand("enrollment", "issue a new one-time enrollment secret for a device");
+  dsecret->add_option("NAME", dname, "device name")->required();
+  dsecret->callback([&] {
+    Api api(g, true);
+    json r = api.Call("POST", "/api/v1/devices/" + dname + "/enrollment", json::object());
+    if (g.json_out) { PrintJson(r); return; }
+    std::cout << "reference: " << r["enrollment"].value("reference", "") << "\nsecret:    "
+              << r["enrollment"].value("secret", "") << "\nvalid until " << r["enrollment"].value("expires", "") << "\n";
+  });
+  auto* drevoke = dev->add_subcommand("revoke", "revoke every certificate of a device (CRL, renewal refused)");
+  drevoke->add_option("NAME", dname, "device name")->required();
+  drevoke->add_option("--reason", dreason, "why (e.g. keyCompromise, cessationOfOperation, or free text)")->required();
+  drevoke->callback([&] {
+    Api api(g, true);
+    json r = api.Call("POST", "/api/v1/devices/" + dname + "/revoke", {{"reason", dreason}});
+    if (g.json_out) { PrintJson(r); return; }
+    std::cout << "Device " << dname << " revoked; " << r.value("certificates_revoked", 0)
+              << " certificate(s) on the CRL. Renewal and re-enrollment are refused.\n";
+  });
+
+}
+
+}  // namespace torwart::cli
