@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -19,10 +20,15 @@
 #include <sstream>
 #include <thread>
 
+#include "local_api.hpp"
+#include "profiles.hpp"
+#include "session.hpp"
 #include "torwart/core/clock.hpp"
+#include "torwart/core/config.hpp"
 #include "torwart/core/ids.hpp"
 #include "torwart/core/log.hpp"
 #include "torwart/http/client.hpp"
+#include "torwart/mqtt/client.hpp"
 #include "torwart/net/backoff.hpp"
 #include "torwart/pki/cmp_client.hpp"
 #include "torwart/pki/fingerprint.hpp"
@@ -36,6 +42,7 @@ using namespace torwart;
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_wake{false};  // the renewal loop should look at its flags (profile switch)
 std::mutex g_mu;
 std::condition_variable g_cv;
 
@@ -47,7 +54,8 @@ void OnSignal(int) {
 // Sleeps until `d` passed or a stop signal arrived. Returns false when stopping.
 bool SleepFor(std::chrono::milliseconds d) {
   std::unique_lock lock(g_mu);
-  return !g_cv.wait_for(lock, d, [] { return g_stop.load(); });
+  g_cv.wait_for(lock, d, [] { return g_stop.load() || g_wake.load(); });
+  return !g_stop;
 }
 
 using pki::ReadFile;
@@ -69,7 +77,7 @@ Expected<std::string> PemBundle(const X509* leaf, const std::vector<pki::X509Ptr
 }
 
 struct AgentState {
-  std::string server, ca_file, key_store, device_id, device_name;
+  std::string server, ca_file, key_store, device_id, device_name, mqtt_url;
   bool bind_machine = false;
 };
 
@@ -84,6 +92,7 @@ Expected<AgentState> LoadState(const std::string& dir) {
   s.key_store = j.value("key_store", "file");
   s.device_id = j.value("device_id", "");
   s.bind_machine = j.value("bind_machine", false);
+  s.mqtt_url = j.value("mqtt_url", "");
   return s;
 }
 
@@ -118,6 +127,37 @@ std::string FingerprintIfBound(bool bind, const std::string& machine_id_file) {
     std::exit(1);
   }
   return *fp;
+}
+
+// The broker address torwartd announces for agents: GET /.well-known/torwart/agent.json.
+Expected<std::string> FetchMqttUrl(const std::string& server, const std::string& ca_file) {
+  http::ClientSettings cs;
+  cs.base_url = server;
+  cs.ca_file = ca_file;
+  cs.timeout = std::chrono::seconds(10);
+  http::Client c(cs);
+  auto r = c.Send("GET", "/.well-known/torwart/agent.json");
+  if (!r) return MakeError(r.error());
+  if (r->status != 200) {
+    return MakeError(Errc::kUnavailable, "GET /.well-known/torwart/agent.json: HTTP " + std::to_string(r->status));
+  }
+  auto j = json::parse(r->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("mqtt_url") || !j["mqtt_url"].is_string()) {
+    return MakeError(Errc::kParse, "agent.json from the server has no mqtt_url");
+  }
+  std::string url = j["mqtt_url"].get<std::string>();
+  if (auto u = mqtt::ParseUrl(url); !u) return MakeError(u.error());
+  return url;
+}
+
+// Rewrites one field of <dir>/agent.json, keeping the others.
+void UpdateStateField(const std::string& dir, const std::string& key, const std::string& value) {
+  auto text = ReadFile(dir + "/agent.json");
+  if (!text) return;
+  auto j = json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value(key, "") == value) return;
+  j[key] = value;
+  (void)WriteFileAtomic(dir + "/agent.json", j.dump(2) + "\n", 0600);
 }
 
 struct Options {
@@ -169,6 +209,12 @@ int Enroll(const Options& o, const std::string& server, const std::string& ca,
   if (auto w = WriteFileAtomic(o.state_dir + "/device.pem", *bundle, 0644); !w) { std::cerr << w.error().message() << "\n"; return 1; }
   json st{{"server", server}, {"ca_file", ca_copy}, {"key_store", (*store)->Describe()},
           {"device_id", uuid}, {"bind_machine", bind}};
+  if (auto mq = FetchMqttUrl(server, ca_copy); mq) {
+    st["mqtt_url"] = *mq;
+  } else {
+    log::warn("no control-channel address from the server yet ({}); `run` asks again",
+              mq.error().message());
+  }
   if (auto w = WriteFileAtomic(o.state_dir + "/agent.json", st.dump(2) + "\n", 0600); !w) { std::cerr << w.error().message() << "\n"; return 1; }
   if (o.json_out) {
     std::cout << json{{"device_id", uuid}, {"serial", pki::SerialHex(enrolled->cert.get())},
@@ -211,22 +257,258 @@ void WriteStatus(const Options& o, const json& j) {
   (void)WriteFileAtomic(o.state_dir + "/status.json", j.dump(2) + "\n", 0644);
 }
 
-int Run(const Options& o, double renew_fraction, std::chrono::seconds backoff_cap) {
+struct RunSettings {
+  double renew_fraction = 2.0 / 3.0;
+  std::chrono::seconds backoff_cap{60};
+  std::string mqtt_url;          // override of the server's announcement
+  std::string mqtt_server_name;  // name/IP to verify in the broker certificate (default: URL host)
+  std::chrono::seconds keepalive{30};
+  std::chrono::seconds health_interval{60};
+  std::chrono::seconds inventory_interval{300};
+  std::string inventory_dir;
+};
+
+// The agent config file (TOML, strict: unknown keys are errors). Flags given on the command
+// line win; this fills only what they left at the default.
+Expected<void> LoadAgentConfig(const std::string& path, RunSettings& rs, const CLI::App& run) {
+  auto cr = ConfigReader::FromFile(path);
+  if (!cr) return MakeError(cr.error());
+  auto given = [&](const char* flag) { return run.count(flag) > 0; };
+  std::string url = cr->String("mqtt.url", "");
+  if (!given("--mqtt-url") && !url.empty()) rs.mqtt_url = url;
+  std::string sn = cr->String("mqtt.server_name", "");
+  if (!given("--mqtt-server-name") && !sn.empty()) rs.mqtt_server_name = sn;
+  auto ka = cr->Seconds("mqtt.keepalive", rs.keepalive, std::chrono::seconds(5));
+  if (!given("--keepalive")) rs.keepalive = ka;
+  auto cap = cr->Seconds("mqtt.backoff_cap", rs.backoff_cap, std::chrono::seconds(1));
+  if (!given("--backoff-cap")) rs.backoff_cap = cap;
+  auto hi = cr->Seconds("telemetry.health_interval", rs.health_interval, std::chrono::seconds(1));
+  if (!given("--health-interval")) rs.health_interval = hi;
+  auto ii = cr->Seconds("telemetry.inventory_interval", rs.inventory_interval, std::chrono::seconds(1));
+  if (!given("--inventory-interval")) rs.inventory_interval = ii;
+  std::string dir = cr->String("telemetry.inventory_dir", "");
+  if (!given("--inventory-dir") && !dir.empty()) rs.inventory_dir = dir;
+  return cr->Finish();
+}
+
+// State shared by the renewal loop (main thread) and the local API threads.
+struct Runtime {
+  std::mutex mu;
+  // shared: a local API thread may still use it (outside `mu`: Stop joins the network thread,
+  // whose TLS provider takes `mu`) while the renewal loop replaces it on a profile switch.
+  std::shared_ptr<agent::Session> session;
+  bool user_disconnected = false;
+  std::string pin;            // entered through the local API
+  std::string profile;
+  std::string profile_dir;
+  std::string pending_profile;  // set by profile.use, applied by the renewal loop
+  std::string mqtt_error;       // why there is no session (no address, ...)
+  bool needs_pin = false;
+};
+
+// The TLS context of the device: its certificate as on disk now (renewals replace it) and its key
+// from the key store, opened once and kept (a PKCS#11 engine key needs its store alive).
+mqtt::TlsContextProvider MakeTlsProvider(const Options& po, const AgentState& s,
+                                         std::string verify_host, Runtime* rt) {
+  struct Cache {
+    std::unique_ptr<pki::KeyStore> store;
+    pki::EvpPkeyPtr key;
+    std::string pin;
+  };
+  auto cache = std::make_shared<Cache>();  // shared: copies of the provider share one key
+  return [po, s, verify_host, rt, cache]() -> Expected<net::SslCtxPtr> {
+    Options o2 = po;
+    {
+      std::lock_guard lock(rt->mu);
+      if (!rt->pin.empty()) o2.pin = rt->pin;
+    }
+    if (!cache->key || cache->pin != o2.pin) {
+      cache->key.reset();
+      auto store = OpenStore(o2, s.key_store);
+      if (!store) return MakeError(store.error());
+      auto key = (*store)->Load();
+      if (!key) {
+        std::lock_guard lock(rt->mu);
+        rt->needs_pin = s.key_store.rfind("pkcs11:", 0) == 0 && o2.pin.empty();
+        return MakeError(key.error().WithContext(rt->needs_pin ? "key store needs a PIN (torwart-agent pin)" : "loading the device key"));
+      }
+      cache->store = std::move(*store);
+      cache->key = std::move(*key);
+      cache->pin = o2.pin;
+      std::lock_guard lock(rt->mu);
+      rt->needs_pin = false;
+    }
+    auto pem = ReadFile(po.state_dir + "/device.pem");
+    if (!pem) return MakeError(pem.error());
+    return mqtt::MakeMqttTlsContext(s.ca_file, verify_host, *pem, cache->key.get());
+  };
+}
+
+json IdentityJson(const std::string& dir, const std::string& profile) {
+  json j{{"profile", profile}};
+  auto s = LoadState(dir);
+  if (!s) {
+    j["error"] = s.error().message();
+    return j;
+  }
+  j["device_id"] = s->device_id;
+  j["server"] = s->server;
+  j["key_store"] = s->key_store;
+  if (!s->mqtt_url.empty()) j["mqtt_url"] = s->mqtt_url;
+  auto pem = ReadFile(dir + "/device.pem");
+  auto cert = pem ? pki::CertFromPem(*pem) : Expected<pki::X509Ptr>(MakeError(pem.error()));
+  if (cert) {
+    TimePoint na = pki::NotAfter(cert->get());
+    j["serial"] = pki::SerialHex(cert->get());
+    j["not_after"] = FormatRfc3339(na);
+    j["certificate_valid"] = SystemClock::Instance().Now() < na;
+  }
+  if (auto st = ReadFile(dir + "/status.json"); st) {
+    auto sj = json::parse(*st, nullptr, false);
+    if (!sj.is_discarded() && sj.contains("last_error")) j["last_error"] = sj["last_error"];
+  }
+  return j;
+}
+
+Expected<json> HandleLocal(Runtime& rt, const std::string& root, const agent::Request& req) {
+  if (req.op == "status") {
+    std::lock_guard lock(rt.mu);
+    json j = IdentityJson(rt.profile_dir, rt.profile);
+    json c = rt.session ? rt.session->Status() : json{{"state", "disconnected"}};
+    if (rt.user_disconnected) c["state"] = "disconnected";
+    c["user_disconnected"] = rt.user_disconnected;
+    if (!rt.mqtt_error.empty()) c["last_error"] = rt.mqtt_error;
+    j["connection"] = c;
+    j["needs_pin"] = rt.needs_pin;
+    j["agent_running"] = true;
+    return j;
+  }
+  if (req.op == "connect") {
+    std::lock_guard lock(rt.mu);
+    rt.user_disconnected = false;
+    if (!rt.session) return MakeError(Errc::kFailedPrecondition, "no control channel: " + rt.mqtt_error);
+    if (rt.session->running()) {
+      rt.session->Reconnect();
+    } else if (auto r = rt.session->Start(); !r) {
+      return MakeError(r.error());
+    }
+    return json{{"state", "connecting"}};
+  }
+  if (req.op == "disconnect") {
+    std::shared_ptr<agent::Session> session;
+    {
+      std::lock_guard lock(rt.mu);
+      rt.user_disconnected = true;
+      session = rt.session;
+    }
+    if (session) session->Stop();
+    return json{{"state", "disconnected"}};
+  }
+  if (req.op == "profile.list") return agent::ListProfiles(root);
+  if (req.op == "profile.use") {
+    std::string name = req.args["name"].get<std::string>();
+    if (auto r = agent::SetActiveProfile(root, name); !r) return MakeError(r.error());
+    {
+      std::lock_guard lock(rt.mu);
+      rt.pending_profile = name;
+    }
+    g_wake = true;
+    g_cv.notify_all();
+    return json{{"profile", name}};
+  }
+  if (req.op == "pin") {
+    std::lock_guard lock(rt.mu);
+    rt.pin = req.args["pin"].get<std::string>();
+    if (rt.session && rt.session->running()) rt.session->Reconnect();
+    return json{{"accepted", true}};
+  }
+  return MakeError(Errc::kInvalidArgument, "unknown op");
+}
+
+// One profile: renew the certificate at ~2/3 of its lifetime and keep the control channel up.
+// Returns when stopping or when another profile was chosen.
+void RunProfile(const Options& root_o, Runtime& rt, const RunSettings& rs) {
+  std::string profile = agent::ActiveProfile(root_o.state_dir);
+  Options o = root_o;
+  o.state_dir = agent::ProfileDir(root_o.state_dir, profile);
   auto s = LoadState(o.state_dir);
-  if (!s) { std::cerr << "torwart-agent: " << s.error().message() << "\n"; return 2; }
-  log::info("torwart-agent running as device {} against {}", s->device_id, s->server);
-  net::Backoff backoff(std::chrono::seconds(1), backoff_cap);
+  if (!s) {
+    log::error("profile {}: {}", profile, s.error().message());
+    std::lock_guard lock(rt.mu);
+    rt.profile = profile;
+    rt.profile_dir = o.state_dir;
+    rt.mqtt_error = s.error().message();
+    return;
+  }
+  // The broker address: flag/config override, else what the server announces now, else the
+  // address stored at enrollment.
+  std::string mqtt_url = rs.mqtt_url;
+  if (mqtt_url.empty()) {
+    if (auto mq = FetchMqttUrl(s->server, s->ca_file); mq) {
+      mqtt_url = *mq;
+      UpdateStateField(o.state_dir, "mqtt_url", mqtt_url);
+    } else {
+      log::warn("could not refresh the control-channel address: {}", mq.error().message());
+      mqtt_url = s->mqtt_url;
+    }
+  }
+  log::info("torwart-agent running as device {} against {} (profile {}, control channel {})",
+            s->device_id, s->server, profile, mqtt_url.empty() ? "unknown" : mqtt_url);
+  {
+    std::lock_guard lock(rt.mu);
+    rt.profile = profile;
+    rt.profile_dir = o.state_dir;
+    rt.mqtt_error.clear();
+    rt.session.reset();
+    if (mqtt_url.empty()) {
+      rt.mqtt_error = "no MQTT address: the server announced none and --mqtt-url is not set";
+    } else {
+      auto url = mqtt::ParseUrl(mqtt_url);
+      agent::SessionSettings ss;
+      ss.device_id = s->device_id;
+      ss.mqtt_url = mqtt_url;
+      ss.server = s->server;
+      ss.profile = profile;
+      ss.keepalive = rs.keepalive;
+      ss.backoff_cap = std::chrono::duration_cast<std::chrono::milliseconds>(rs.backoff_cap);
+      ss.health_interval = rs.health_interval;
+      ss.inventory_check_interval = rs.inventory_interval;
+      ss.inventory_dir = rs.inventory_dir;
+      ss.disk_path = o.state_dir;
+      std::string verify = !rs.mqtt_server_name.empty() ? rs.mqtt_server_name : (url ? url->host : "");
+      ss.tls = MakeTlsProvider(o, *s, verify, &rt);
+      auto session = agent::Session::Create(std::move(ss));
+      if (!session) {
+        rt.mqtt_error = session.error().message();
+        log::error("control channel: {}", rt.mqtt_error);
+      } else {
+        rt.session = std::move(*session);
+        if (!rt.user_disconnected) (void)rt.session->Start();
+      }
+    }
+  }
+
+  net::Backoff backoff(std::chrono::seconds(1), rs.backoff_cap);
   std::mt19937_64 rng(std::random_device{}());
   std::string last_error;
-  while (!g_stop) {
+  auto switching = [&] {
+    std::lock_guard lock(rt.mu);
+    return !rt.pending_profile.empty();
+  };
+  while (!g_stop && !switching()) {
+    g_wake = false;
     auto pem = ReadFile(o.state_dir + "/device.pem");
     auto cert = pem ? pki::CertFromPem(*pem) : Expected<pki::X509Ptr>(MakeError(pem.error()));
-    if (!cert) { std::cerr << "torwart-agent: " << cert.error().message() << "\n"; return 1; }
+    if (!cert) {
+      log::error("{}", cert.error().message());
+      SleepFor(std::chrono::seconds(30));
+      continue;
+    }
     TimePoint nb = pki::NotBefore(cert->get()), na = pki::NotAfter(cert->get());
     auto lifetime = na - nb;
     // Renew at ~2/3 of the lifetime, +-5 % jitter so a fleet does not renew in lock-step.
     std::uniform_real_distribution<double> jitter(-0.05, 0.05);
-    auto renew_at = nb + std::chrono::duration_cast<Duration>(lifetime * (renew_fraction + jitter(rng)));
+    auto renew_at = nb + std::chrono::duration_cast<Duration>(lifetime * (rs.renew_fraction + jitter(rng)));
     TimePoint now = SystemClock::Instance().Now();
     WriteStatus(o, {{"device_id", s->device_id}, {"serial", pki::SerialHex(cert->get())},
                     {"not_after", FormatRfc3339(na)}, {"next_renewal", FormatRfc3339(renew_at)},
@@ -235,11 +517,19 @@ int Run(const Options& o, double renew_fraction, std::chrono::seconds backoff_ca
       if (!SleepFor(std::chrono::duration_cast<std::chrono::milliseconds>(renew_at - now))) break;
       continue;
     }
-    auto r = RenewOnce(o, *s);
+    Options ro = o;
+    {
+      std::lock_guard lock(rt.mu);
+      if (!rt.pin.empty()) ro.pin = rt.pin;
+    }
+    auto r = RenewOnce(ro, *s);
     if (r) {
       log::info("certificate renewed; valid until {}", FormatRfc3339(*r));
       last_error.clear();
       backoff.Reset();
+      // Present the new certificate to the broker at once.
+      std::lock_guard lock(rt.mu);
+      if (rt.session && rt.session->running()) rt.session->Reconnect();
       continue;
     }
     last_error = r.error().message();
@@ -254,38 +544,167 @@ int Run(const Options& o, double renew_fraction, std::chrono::seconds backoff_ca
                     {"state", SystemClock::Instance().Now() < na ? "renewal failing" : "expired"}});
     if (!SleepFor(wait)) break;
   }
+  std::shared_ptr<agent::Session> old;
+  {
+    std::lock_guard lock(rt.mu);
+    old = std::move(rt.session);
+  }
+  if (old) old->Stop();  // publishes status offline, clean disconnect
+}
+
+int Run(const Options& o, RunSettings rs, const std::string& config_path, const CLI::App& run_cmd) {
+  std::string cfg = config_path;
+  if (cfg.empty() && fs::exists(o.state_dir + "/agent.toml")) cfg = o.state_dir + "/agent.toml";
+  if (!cfg.empty()) {
+    if (auto r = LoadAgentConfig(cfg, rs, run_cmd); !r) {
+      std::cerr << "torwart-agent: " << r.error().message() << "\n";
+      return 2;
+    }
+  }
+  std::string profile = agent::ActiveProfile(o.state_dir);
+  if (auto s = LoadState(agent::ProfileDir(o.state_dir, profile)); !s) {
+    std::cerr << "torwart-agent: " << s.error().message() << "\n";
+    return 2;
+  }
+  Runtime rt;
+  rt.pin = o.pin;
+  auto api = agent::LocalApiServer::Start(
+      o.state_dir + "/agent.sock",
+      [&rt, root = o.state_dir](const agent::Request& req) { return HandleLocal(rt, root, req); });
+  if (!api) {
+    std::cerr << "torwart-agent: local API: " << api.error().message() << "\n";
+    return 1;
+  }
+  while (!g_stop) {
+    RunProfile(o, rt, rs);
+    std::string next;
+    {
+      std::lock_guard lock(rt.mu);
+      next = rt.pending_profile;
+      rt.pending_profile.clear();
+    }
+    if (g_stop) break;
+    if (next.empty()) {
+      // The profile could not be loaded: wait for a switch or stop.
+      SleepFor(std::chrono::hours(1));
+      continue;
+    }
+    log::info("switching to profile {}", next);
+  }
+  api->reset();
   log::info("torwart-agent stopped");
   return 0;
 }
 
+void PrintStatus(const json& j) {
+  auto str = [&](const json& o, const char* k) {
+    return o.contains(k) && o[k].is_string() ? o[k].get<std::string>() : std::string();
+  };
+  std::cout << "profile:     " << str(j, "profile") << "\ndevice:      " << str(j, "device_id")
+            << "\nserver:      " << str(j, "server") << "\nkey:         " << str(j, "key_store")
+            << "\n";
+  if (j.contains("serial")) {
+    std::cout << "certificate: " << str(j, "serial") << ", valid until " << str(j, "not_after")
+              << (j.value("certificate_valid", false) ? "" : " (EXPIRED)") << "\n";
+  }
+  if (j.contains("connection")) {
+    const json& c = j["connection"];
+    std::cout << "connection:  " << str(c, "state");
+    if (!str(c, "mqtt_url").empty()) std::cout << " (" << str(c, "mqtt_url") << ")";
+    if (c.contains("retry_in_ms")) std::cout << ", retry in " << c["retry_in_ms"].get<int64_t>() << " ms";
+    std::cout << "\n";
+    if (!str(c, "last_error").empty()) std::cout << "last error:  " << str(c, "last_error") << "\n";
+  }
+  if (j.value("needs_pin", false)) std::cout << "key PIN:     needed (torwart-agent pin)\n";
+  if (!str(j, "last_error").empty()) std::cout << "renewal:     " << str(j, "last_error") << "\n";
+}
+
 int Status(const Options& o) {
-  auto s = LoadState(o.state_dir);
-  if (!s) { std::cerr << "torwart-agent: " << s.error().message() << "\n"; return 2; }
-  auto pem = ReadFile(o.state_dir + "/device.pem");
-  auto cert = pem ? pki::CertFromPem(*pem) : Expected<pki::X509Ptr>(MakeError(pem.error()));
-  json j{{"device_id", s->device_id}, {"server", s->server}, {"key_store", s->key_store}};
-  if (cert) {
-    TimePoint na = pki::NotAfter(cert->get());
-    j["serial"] = pki::SerialHex(cert->get());
-    j["not_after"] = FormatRfc3339(na);
-    j["certificate_valid"] = SystemClock::Instance().Now() < na;
+  json j;
+  auto live = agent::CallLocalApi(o.state_dir + "/agent.sock", "status");
+  if (live) {
+    j = *live;
+  } else {
+    std::string profile = agent::ActiveProfile(o.state_dir);
+    std::string dir = agent::ProfileDir(o.state_dir, profile);
+    if (auto s = LoadState(dir); !s) {
+      std::cerr << "torwart-agent: " << s.error().message() << "\n";
+      return 2;
+    }
+    j = IdentityJson(dir, profile);
+    j["agent_running"] = false;
+    j["connection"] = {{"state", "agent not running"}};
   }
-  if (auto st = ReadFile(o.state_dir + "/status.json"); st) {
-    auto sj = json::parse(*st, nullptr, false);
-    if (!sj.is_discarded() && sj.contains("last_error")) j["last_error"] = sj["last_error"];
-  }
-  if (o.json_out) { std::cout << j.dump(2) << "\n"; return 0; }
-  std::cout << "device:      " << s->device_id << "\nserver:      " << s->server
-            << "\nkey:         " << s->key_store << "\n";
-  if (cert) {
-    std::cout << "certificate: " << j["serial"].get<std::string>() << ", valid until "
-              << j["not_after"].get<std::string>()
-              << (j["certificate_valid"].get<bool>() ? "" : " (EXPIRED)") << "\n";
-  }
-  if (j.contains("last_error") && !j["last_error"].get<std::string>().empty()) {
-    std::cout << "last error:  " << j["last_error"].get<std::string>() << "\n";
+  if (o.json_out) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    PrintStatus(j);
   }
   return 0;
+}
+
+// Thin client of the running agent's local API.
+int LocalCall(const Options& o, const std::string& op, const json& args, const std::string& done) {
+  auto r = agent::CallLocalApi(o.state_dir + "/agent.sock", op, args);
+  if (!r) {
+    std::cerr << "torwart-agent: " << r.error().message() << "\n";
+    return r.error().Is(Errc::kUnavailable) ? 3 : 1;
+  }
+  if (o.json_out) {
+    std::cout << r->dump(2) << "\n";
+  } else if (!done.empty()) {
+    std::cout << done << "\n";
+  }
+  return 0;
+}
+
+int ProfileList(const Options& o) {
+  json list = agent::ListProfiles(o.state_dir);
+  if (o.json_out) {
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  if (list.empty()) std::cout << "no profiles enrolled\n";
+  for (auto& p : list) {
+    std::cout << (p["active"].get<bool>() ? "* " : "  ") << p["name"].get<std::string>() << "  "
+              << p.value("server", "") << "  " << p.value("device_id", "") << "\n";
+  }
+  return 0;
+}
+
+int ProfileUse(const Options& o, const std::string& name) {
+  auto r = agent::CallLocalApi(o.state_dir + "/agent.sock", "profile.use", {{"name", name}});
+  if (!r && r.error().Is(Errc::kUnavailable)) {
+    // No agent running: just record the choice for the next start.
+    auto w = agent::SetActiveProfile(o.state_dir, name);
+    if (!w) { std::cerr << "torwart-agent: " << w.error().message() << "\n"; return 1; }
+    if (o.json_out) std::cout << json{{"profile", name}, {"agent_running", false}}.dump() << "\n";
+    else std::cout << "profile " << name << " is active (the agent is not running)\n";
+    return 0;
+  }
+  if (!r) { std::cerr << "torwart-agent: " << r.error().message() << "\n"; return 1; }
+  if (o.json_out) std::cout << json{{"profile", name}, {"agent_running", true}}.dump() << "\n";
+  else std::cout << "switching the running agent to profile " << name << "\n";
+  return 0;
+}
+
+// Reads a PIN without echo from the terminal, or one line from stdin when it is not a terminal.
+std::string ReadPin() {
+  std::string pin;
+  if (isatty(STDIN_FILENO)) {
+    std::cerr << "PIN of the device key: " << std::flush;
+    termios old{};
+    tcgetattr(STDIN_FILENO, &old);
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::getline(std::cin, pin);
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::cerr << "\n";
+  } else {
+    std::getline(std::cin, pin);
+  }
+  return pin;
 }
 
 }  // namespace
@@ -293,8 +712,11 @@ int Status(const Options& o) {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   CLI::App app{"torwart-agent - the torwart agent for gateways and devices.\n"
-               "Enroll once with a one-time secret, then `run` keeps the certificate renewed."};
+               "Enroll once with a one-time secret; `run` keeps the control channel up and the certificate\n"
+               "renewed, and serves the local API (<state-dir>/agent.sock) that status, connect,\n"
+               "disconnect, profile and pin use."};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--json, --state-dir, ...) also after the subcommand
   Options o;
   std::string log_level = "info";
   app.add_option("--state-dir", o.state_dir, "where identity and state are kept (default ./var/torwart-agent)");
@@ -315,13 +737,33 @@ int main(int argc, char** argv) {
   enroll->add_option("--key-store", key_spec, "file | file:/path | pkcs11:<RFC 7512 URI>");
   enroll->add_flag("--bind-machine", bind, "report this machine's fingerprint (certificate bound to it)");
 
-  auto* run = app.add_subcommand("run", "keep running: renew the certificate before it expires");
-  double renew_fraction = 2.0 / 3.0;
-  int backoff_cap = 60;
-  run->add_option("--renew-at", renew_fraction, "fraction of the lifetime at which to renew (default 0.667)")->check(CLI::Range(0.1, 0.95));
+  std::string profile = agent::kDefaultProfile;
+  enroll->add_option("--profile", profile, "enroll into this server profile (default: \"default\")");
+
+  auto* run = app.add_subcommand("run", "keep running: control channel (MQTT), certificate renewal, local API");
+  RunSettings rs;
+  int backoff_cap = 60, keepalive = 30, health_interval = 60, inventory_interval = 300;
+  std::string config_path;
+  run->add_option("--renew-at", rs.renew_fraction, "fraction of the lifetime at which to renew (default 0.667)")->check(CLI::Range(0.1, 0.95));
   run->add_option("--backoff-cap", backoff_cap, "maximum retry delay in seconds (default 60)")->check(CLI::Range(1, 3600));
+  run->add_option("--config", config_path, "agent config file (TOML; default <state-dir>/agent.toml if present)")->check(CLI::ExistingFile);
+  run->add_option("--mqtt-url", rs.mqtt_url, "broker address, overriding the server's announcement (mqtts://host:port)");
+  run->add_option("--mqtt-server-name", rs.mqtt_server_name, "name or IP to verify in the broker certificate (default: the URL host)");
+  run->add_option("--keepalive", keepalive, "MQTT keepalive in seconds (default 30)")->check(CLI::Range(5, 3600));
+  run->add_option("--health-interval", health_interval, "seconds between health reports (default 60)")->check(CLI::Range(1, 86400));
+  run->add_option("--inventory-interval", inventory_interval, "seconds between inventory change checks (default 300)")->check(CLI::Range(1, 86400));
+  run->add_option("--inventory-dir", rs.inventory_dir, "directory of executable inventory scripts printing key=value lines");
   auto* renew = app.add_subcommand("renew", "renew the certificate now (kur) and exit");
-  auto* status = app.add_subcommand("status", "show identity and certificate state");
+  auto* status = app.add_subcommand("status", "show identity, certificate and connection state");
+  auto* connect = app.add_subcommand("connect", "ask the running agent to (re)connect its control channel now");
+  auto* disconnect = app.add_subcommand("disconnect", "ask the running agent to close its control channel until `connect`");
+  auto* profile_cmd = app.add_subcommand("profile", "server profiles: list, or switch the agent to another server");
+  profile_cmd->require_subcommand(1);
+  auto* profile_list = profile_cmd->add_subcommand("list", "list enrolled profiles (* = active)");
+  auto* profile_use = profile_cmd->add_subcommand("use", "make NAME active; a running agent moves to that server");
+  std::string use_name;
+  profile_use->add_option("name", use_name, "profile name")->required();
+  auto* pin_cmd = app.add_subcommand("pin", "enter the PIN of a PIN-protected key (prompted, or one line on stdin) for the running agent");
 
   CLI11_PARSE(app, argc, argv);
   if (o.pin.empty()) {
@@ -331,13 +773,41 @@ int main(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
 
-  if (enroll->parsed()) return Enroll(o, server, ca, ref, secret, key_spec, bind);
-  if (run->parsed()) return Run(o, renew_fraction, std::chrono::seconds(backoff_cap));
+  if (enroll->parsed()) {
+    if (!agent::ValidProfileName(profile)) {
+      std::cerr << "torwart-agent: --profile must be 1-64 of [A-Za-z0-9_-]\n";
+      return 2;
+    }
+    Options po = o;
+    po.state_dir = agent::ProfileDir(o.state_dir, profile);
+    std::error_code ec;
+    fs::create_directories(po.state_dir, ec);
+    ::chmod(o.state_dir.c_str(), 0700);
+    return Enroll(po, server, ca, ref, secret, key_spec, bind);
+  }
+  if (run->parsed()) {
+    rs.backoff_cap = std::chrono::seconds(backoff_cap);
+    rs.keepalive = std::chrono::seconds(keepalive);
+    rs.health_interval = std::chrono::seconds(health_interval);
+    rs.inventory_interval = std::chrono::seconds(inventory_interval);
+    return Run(o, rs, config_path, *run);
+  }
   if (status->parsed()) return Status(o);
+  if (connect->parsed()) return LocalCall(o, "connect", json::object(), "connecting");
+  if (disconnect->parsed()) return LocalCall(o, "disconnect", json::object(), "disconnected");
+  if (profile_list->parsed()) return ProfileList(o);
+  if (profile_use->parsed()) return ProfileUse(o, use_name);
+  if (pin_cmd->parsed()) {
+    std::string pin = ReadPin();
+    if (pin.empty()) { std::cerr << "torwart-agent: no PIN given\n"; return 2; }
+    return LocalCall(o, "pin", {{"pin", pin}}, "PIN handed to the agent");
+  }
   if (renew->parsed()) {
-    auto s = LoadState(o.state_dir);
+    Options po = o;
+    po.state_dir = agent::ProfileDir(o.state_dir, agent::ActiveProfile(o.state_dir));
+    auto s = LoadState(po.state_dir);
     if (!s) { std::cerr << "torwart-agent: " << s.error().message() << "\n"; return 2; }
-    auto r = RenewOnce(o, *s);
+    auto r = RenewOnce(po, *s);
     if (!r) { std::cerr << "torwart-agent: renewal failed: " << r.error().message() << "\n"; return 1; }
     std::cout << "certificate renewed; valid until " << FormatRfc3339(*r) << "\n";
     return 0;

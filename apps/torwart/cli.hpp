@@ -36,6 +36,12 @@ class Api {
  public:
   Api(const Globals& g, bool need_session);
   json Call(const std::string& method, const std::string& path, const json& body = nullptr);
+  // Same, for endpoints that answer with something other than a JSON document (JSON lines).
+  std::string CallRaw(const std::string& method, const std::string& path);
+  // Like Call, but hands back HTTP errors (status >= 400, body as JSON or null) instead of
+  // exiting; transport errors still exit.
+  std::pair<int, json> Try(const std::string& method, const std::string& path,
+                           const json& body = nullptr);
   const std::string& server() const { return server_; }
   const std::string& ca() const { return ca_; }
 
@@ -54,5 +60,8 @@ void RegisterSessionCommands(CLI::App& app, Globals& g);
 void RegisterUserCommands(CLI::App& app, Globals& g);
 void RegisterDeviceCommands(CLI::App& app, Globals& g);
 void RegisterAuditCommands(CLI::App& app, Globals& g);
+void RegisterMfaCommands(CLI::App& app, Globals& g);
+void RegisterPolicyCommands(CLI::App& app, Globals& g);
+void RegisterAccessCommands(CLI::App& app, Globals& g);
 
 }  // namespace torwart::cli

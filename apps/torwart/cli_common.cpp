@@ -86,6 +86,24 @@ Api::Api(const Globals& g, bool need_session) {
     if (need_session && token_.empty()) Die("not logged in: run `torwart login` first", 2);
 }
 
+std::string Api::CallRaw(const std::string& method, const std::string& path) {
+  http::ClientSettings cs;
+  cs.base_url = server_;
+  cs.ca_file = ca_;
+  http::Client c(cs);
+  std::map<std::string, std::string> h{{"accept", "application/x-ndjson, application/json"}};
+  if (!token_.empty()) h["authorization"] = "Bearer " + token_;
+  auto r = c.Send(method, path, h, "");
+  if (!r) Die(r.error().message());
+  if (r->status >= 400) {
+    json j = json::parse(r->body, nullptr, false);
+    std::string msg = "server answered " + std::to_string(r->status);
+    if (!j.is_discarded() && j.contains("error")) msg = j["error"].value("message", msg);
+    Die(msg, r->status == 401 || r->status == 403 ? 3 : 1);
+  }
+  return r->body;
+}
+
 json Api::Call(const std::string& method, const std::string& path, const json& body) {
     http::ClientSettings cs;
     cs.base_url = server_;
@@ -111,6 +129,29 @@ json Api::Call(const std::string& method, const std::string& path, const json& b
     }
     if (j.is_discarded()) Die("server sent a response that is not JSON");
     return j;
+}
+
+std::pair<int, json> Api::Try(const std::string& method, const std::string& path,
+                              const json& body) {
+  http::ClientSettings cs;
+  cs.base_url = server_;
+  cs.ca_file = ca_;
+  http::Client c(cs);
+  std::map<std::string, std::string> h{{"accept", "application/json"}};
+  if (!token_.empty()) h["authorization"] = "Bearer " + token_;
+  std::string b;
+  if (!body.is_null()) {
+    h["content-type"] = "application/json";
+    b = body.dump();
+  }
+  auto r = c.Send(method, path, h, b);
+  if (!r) Die(r.error().message());
+  json j = json::parse(r->body, nullptr, false);
+  if (j.is_discarded()) {
+    if (r->status < 400) Die("server sent a response that is not JSON");
+    j = nullptr;
+  }
+  return {r->status, j};
 }
 
 std::string UrlEncode(const std::string& v) {

@@ -1,6 +1,7 @@
-// torwart CLI commands: devices: add, list, show, enrollment, revoke.
+// torwart CLI commands: devices: add, list, show, enrollment, revoke, ping.
 #include <unistd.h>
 
+#include <cstdio>
 #include <iostream>
 
 #include "cli.hpp"
@@ -23,6 +24,22 @@ void PrintDevice(const json& d) {
   }
   if (d.value("bind_machine", false)) {
     std::cout << "binding:  machine " << d.value("machine_fingerprint", "(not yet enrolled)") << "\n";
+  }
+  std::cout << "online:   " << (d.value("online", false) ? "yes" : "no");
+  if (d.contains("last_seen")) std::cout << " (last seen " << d.value("last_seen", "") << ")";
+  if (d.contains("agent_version")) std::cout << ", agent " << d.value("agent_version", "");
+  std::cout << "\n";
+  // Control-channel telemetry: top-level scalar fields one per line, nested ones as JSON.
+  for (const char* section : {"inventory", "health"}) {
+    if (!d.contains(section) || !d[section].is_object()) continue;
+    std::cout << section << ":" << (d.contains(std::string(section) + "_time")
+                                        ? "  (" + d.value(std::string(section) + "_time", "") + ")"
+                                        : std::string())
+              << "\n";
+    for (auto& [k, v] : d[section].items()) {
+      if (k == "v") continue;
+      std::cout << "  " << Col(k, 16) << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+    }
   }
   if (d.contains("certificates") && !d["certificates"].empty()) {
     std::cout << "certificates:\n";
@@ -67,9 +84,11 @@ void RegisterDeviceCommands(CLI::App& app, Globals& g) {
     Api api(g, true);
     json r = api.Call("GET", "/api/v1/devices");
     if (g.json_out) { PrintJson(r); return; }
-    std::cout << Col("NAME", 20) << Col("SITE", 14) << Col("STATUS", 11) << "CERTIFICATE VALID UNTIL\n";
+    std::cout << Col("NAME", 20) << Col("SITE", 14) << Col("STATUS", 11) << Col("ONLINE", 8)
+              << Col("LAST SEEN", 22) << "CERTIFICATE VALID UNTIL\n";
     for (auto& d : r["devices"]) {
       std::cout << Col(d.value("name", ""), 20) << Col(d.value("site", ""), 14) << Col(d.value("status", ""), 11)
+                << Col(d.value("online", false) ? "yes" : "no", 8) << Col(d.value("last_seen", "-"), 22)
                 << (d.contains("certificate") ? d["certificate"].value("not_after", "") : "-") << "\n";
     }
   });
@@ -98,6 +117,22 @@ void RegisterDeviceCommands(CLI::App& app, Globals& g) {
     if (g.json_out) { PrintJson(r); return; }
     std::cout << "Device " << dname << " revoked; " << r.value("certificates_revoked", 0)
               << " certificate(s) on the CRL. Renewal and re-enrollment are refused.\n";
+  });
+  auto* dping = dev->add_subcommand(
+      "ping", "send a ping command over the control channel and print the round-trip time");
+  static int dping_timeout_ms = 5000;
+  dping->add_option("NAME", dname, "device name")->required();
+  dping->add_option("--timeout-ms", dping_timeout_ms, "how long to wait for the answer (100-60000)")
+      ->check(CLI::Range(100, 60000));
+  dping->callback([&] {
+    Api api(g, true);
+    json r = api.Call("POST", "/api/v1/devices/" + dname + "/ping",
+                      {{"timeout_ms", dping_timeout_ms}});
+    if (g.json_out) { PrintJson(r); return; }
+    if (!r.value("ok", false)) Die("device " + dname + " answered with an error: " + r.value("error", ""));
+    char rtt[32];
+    std::snprintf(rtt, sizeof rtt, "%.1f", r.value("rtt_ms", 0.0));
+    std::cout << "reply from " << dname << ": time=" << rtt << " ms\n";
   });
 
 }

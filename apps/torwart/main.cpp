@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   RegisterUserCommands(app, g);
   RegisterDeviceCommands(app, g);
   RegisterAuditCommands(app, g);
+  RegisterMfaCommands(app, g);
+  RegisterPolicyCommands(app, g);
+  RegisterAccessCommands(app, g);
 
   try {
     app.parse(argc, argv);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth.hpp"
+#include "device_registry.hpp"
 #include "json_util.hpp"
 #include "torwart/core/ids.hpp"
 
@@ -13,17 +14,6 @@ namespace {
 using nlohmann::json;
 using http::Request;
 using http::Response;
-
-json UserJson(const storage::User& u) {
-  json j{{"id", u.id},
-         {"name", u.name},
-         {"role", u.role},
-         {"must_change_password", u.must_change_password},
-         {"disabled", u.disabled},
-         {"created", FormatRfc3339(u.created)}};
-  if (u.locked_until) j["locked_until"] = FormatRfc3339(*u.locked_until);
-  return j;
-}
 
 json DeviceJson(Context& ctx, const storage::Device& d, bool with_certs) {
   json j{{"id", d.id},         {"name", d.name},
@@ -55,6 +45,7 @@ json DeviceJson(Context& ctx, const storage::Device& d, bool with_certs) {
     }
     if (with_certs) j["certificates"] = list;
   }
+  AddDeviceState(ctx, d.id, with_certs, j);  // control channel: online, last seen, telemetry
   return j;
 }
 
@@ -84,73 +75,7 @@ json EnrollmentJson(const storage::Enrollment& e) {
 }  // namespace
 
 void RegisterApi(Context& ctx, PkiService& pki, http::Router& router) {
-  // --- sessions ---
-  router.Add("POST", "/api/v1/auth/login", [&ctx](const Request& req) -> Response {
-    auto body = ParseBody(req.body, {"user", "password"});
-    if (!body) return ErrorResponse(body.error());
-    auto user = StringField(*body, "user", true);
-    auto password = StringField(*body, "password", true);
-    if (!user) return ErrorResponse(user.error());
-    if (!password) return ErrorResponse(password.error());
-    auto r = ctx.auth->Login(*user, *password, req);
-    if (!r) return ErrorResponse(r.error());
-    return Response::Json(200, json{{"token", r->token},
-                                    {"expires", FormatRfc3339(r->expires)},
-                                    {"user", r->who.name},
-                                    {"role", r->who.role},
-                                    {"must_change_password", r->who.must_change_password}}
-                                   .dump());
-  });
-  router.Add("POST", "/api/v1/auth/logout",
-             RequireRole(ctx, {}, [&ctx](const Request& req, const Principal&) {
-               auto r = ctx.auth->Logout(req);
-               if (!r) return ErrorResponse(r.error());
-               return Response::Json(200, "{}");
-             }, true));
-  router.Add("POST", "/api/v1/auth/password",
-             RequireRole(ctx, {}, [&ctx](const Request& req, const Principal& who) {
-               auto body = ParseBody(req.body, {"old_password", "new_password"});
-               if (!body) return ErrorResponse(body.error());
-               auto o = StringField(*body, "old_password", true);
-               auto n = StringField(*body, "new_password", true);
-               if (!o) return ErrorResponse(o.error());
-               if (!n) return ErrorResponse(n.error());
-               auto r = ctx.auth->ChangePassword(who, *o, *n, req);
-               if (!r) return ErrorResponse(r.error());
-               return Response::Json(200, json{{"changed", true}}.dump());
-             }, true));
-  router.Add("GET", "/api/v1/me",
-             RequireRole(ctx, {}, [](const Request&, const Principal& who) {
-               return Response::Json(200, json{{"user", who.name},
-                                               {"role", who.role},
-                                               {"must_change_password", who.must_change_password}}
-                                              .dump());
-             }, true));
-
-  // --- users ---
-  router.Add("GET", "/api/v1/users",
-             RequireRole(ctx, {"admin", "auditor"}, [&ctx](const Request&, const Principal&) {
-               auto users = ctx.store->users().List();
-               if (!users) return ErrorResponse(users.error());
-               json list = json::array();
-               for (auto& u : *users) list.push_back(UserJson(u));
-               return Response::Json(200, json{{"users", list}}.dump());
-             }));
-  router.Add("POST", "/api/v1/users",
-             RequireRole(ctx, {"admin"}, [&ctx](const Request& req, const Principal& who) {
-               auto body = ParseBody(req.body, {"name", "role"});
-               if (!body) return ErrorResponse(body.error());
-               auto name = StringField(*body, "name", true);
-               auto role = StringField(*body, "role", true);
-               if (!name) return ErrorResponse(name.error());
-               if (!role) return ErrorResponse(role.error());
-               auto pw = ctx.auth->CreateUser(who, *name, *role, req);
-               if (!pw) return ErrorResponse(pw.error());
-               return Response::Json(201, json{{"name", *name},
-                                               {"role", *role},
-                                               {"one_time_password", *pw}}
-                                              .dump());
-             }));
+  // Sessions and users: users_api.cpp (RegisterIdentityApi).
 
   // --- devices ---
   router.Add("GET", "/api/v1/devices",
@@ -172,6 +97,7 @@ void RegisterApi(Context& ctx, PkiService& pki, http::Router& router) {
   router.Add(
       "POST", "/api/v1/devices",
       RequireRole(ctx, {"admin", "operator"}, [&ctx](const Request& req, const Principal& who) {
+        if (auto ok = AuditAvailable(ctx); !ok) return ErrorResponse(ok.error());  // fail closed
         auto body = ParseBody(req.body, {"name", "site", "tags", "bind_machine", "enrollment_ttl"});
         if (!body) return ErrorResponse(body.error());
         auto name = StringField(*body, "name", true);
@@ -229,6 +155,7 @@ void RegisterApi(Context& ctx, PkiService& pki, http::Router& router) {
   router.Add(
       "POST", "/api/v1/devices/{name}/enrollment",
       RequireRole(ctx, {"admin", "operator"}, [&ctx](const Request& req, const Principal& who) {
+        if (auto ok = AuditAvailable(ctx); !ok) return ErrorResponse(ok.error());  // fail closed
         auto body = ParseBody(req.body, {"enrollment_ttl"});
         if (!body) return ErrorResponse(body.error());
         auto d = ctx.store->devices().GetByName(req.params.at("name"));
@@ -249,6 +176,7 @@ void RegisterApi(Context& ctx, PkiService& pki, http::Router& router) {
       "POST", "/api/v1/devices/{name}/revoke",
       RequireRole(ctx, {"admin", "operator"},
                   [&ctx, &pki](const Request& req, const Principal& who) {
+                    if (auto ok = AuditAvailable(ctx); !ok) return ErrorResponse(ok.error());  // fail closed
                     auto body = ParseBody(req.body, {"reason"});
                     if (!body) return ErrorResponse(body.error());
                     auto reason = StringField(*body, "reason", true);

@@ -1,4 +1,5 @@
-// REST handlers for sessions, users, devices and the audit table (see api/openapi.yaml).
+// REST handlers for devices and the audit table (see api/openapi.yaml); sessions and users are
+// in users_api.hpp.
 #pragma once
 
 #include "context.hpp"

@@ -21,14 +21,25 @@ audit::Event MakeUserEvent(const Context& ctx, const http::Request& req, const P
   audit::Event e = MakeEvent(ctx, req, std::move(category), std::move(type));
   e.actor_type = audit::ActorType::kUser;
   e.actor = who.name;
+  e.organisation = who.organisation;
   return e;
 }
 
 Expected<void> Audit(const Context& ctx, audit::Event e) {
   std::string type = e.type;
-  auto r = ctx.store->audit().Append(std::move(e));
-  if (!r) log::error("AUDIT FAILURE: could not record {}: {}", type, r.error().message());
+  auto r = ctx.audit ? ctx.audit->Append(std::move(e)) : ctx.store->audit().Append(std::move(e));
+  if (!r) {
+    log::error("AUDIT FAILURE: could not record {}: {}", type, r.error().message());
+    // One clear error for every caller: the action is refused because it cannot be recorded.
+    return MakeError(Errc::kUnavailable, "audit trail unavailable (" + r.error().message() +
+                                             "); refused: the action cannot be recorded");
+  }
   return r;
+}
+
+Expected<void> AuditAvailable(const Context& ctx) {
+  if (!ctx.audit_available) return {};
+  return ctx.audit_available();
 }
 
 http::Response ErrorResponse(const Error& e) {

@@ -2,6 +2,7 @@
 // Every member is thread-safe; the struct itself is immutable after start-up.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,8 @@ struct Principal {
   std::string name;
   std::string role;
   bool must_change_password = false;
+  bool mfa = false;          // this session passed the second factor (TOTP)
+  std::string organisation{};  // the user's organisation, copied into audit events
 };
 
 struct Context {
@@ -27,6 +30,10 @@ struct Context {
   storage::Store* store = nullptr;
   Clock* clock = nullptr;
   AuthService* auth = nullptr;
+  // The audit trail's group-commit writer (AuditService); null: append to the store directly.
+  audit::Sink* audit = nullptr;
+  // Fails while the audit store cannot be written (disk full, I/O error); unset: always ok.
+  std::function<Expected<void>()> audit_available;
 };
 
 // Builds an audit event with time and source filled from the request.
@@ -38,6 +45,9 @@ audit::Event MakeUserEvent(const Context& ctx, const http::Request& req, const P
 
 // Appends; on failure logs loudly and returns the error (callers fail closed where it matters).
 Expected<void> Audit(const Context& ctx, audit::Event e);
+// Fails (kUnavailable, 503) while the audit trail cannot be written: call it before starting a
+// security-relevant action so that it is refused up front instead of half done.
+Expected<void> AuditAvailable(const Context& ctx);
 
 // Maps an error to an HTTP JSON error response (404 for kNotFound, 409 kAlreadyExists, ...).
 http::Response ErrorResponse(const Error& e);

@@ -16,8 +16,12 @@
 #include <thread>
 
 #include "api.hpp"
+#include "audit_api.hpp"
+#include "audit_service.hpp"
 #include "auth.hpp"
 #include "context.hpp"
+#include "demo.hpp"
+#include "control_channel.hpp"
 #include "pki_service.hpp"
 #include "server_config.hpp"
 #include "torwart/core/ids.hpp"
@@ -25,6 +29,10 @@
 #include "torwart/http/server.hpp"
 #include "torwart/net/tls.hpp"
 #include "torwart/storage/store.hpp"
+#include "users_api.hpp"
+#include "access.hpp"
+#include "policy_api.hpp"
+#include "webhooks.hpp"
 
 namespace fs = std::filesystem;
 using namespace torwart;
@@ -102,8 +110,30 @@ int Serve(server::ServerConfig cfg) {
   ctx.config = &cfg;
   ctx.store = store->get();
   ctx.clock = &SystemClock::Instance();
+  // The audit trail (audit_service.*): group commit, signed checkpoints, fail-closed health,
+  // SIEM forwarding and retention. Set up before anything that audits.
+  auto audit_key = server::LoadOrCreateAuditKey(cfg.data_dir + "/audit");
+  if (!audit_key) {
+    std::cerr << "torwartd: " << audit_key.error().WithContext("audit key").message() << "\n";
+    return 1;
+  }
+  server::AuditService audit_service(ctx.store->audit(), ctx.store->kv(), cfg.audit,
+                                     std::move(*audit_key), *ctx.clock);
+  if (auto r = audit_service.Start(); !r) {
+    std::cerr << "torwartd: " << r.error().WithContext("starting the audit trail").message()
+              << "\n";
+    return 1;
+  }
+  ctx.audit = &audit_service;
+  ctx.audit_available = [&audit_service] { return audit_service.Available(); };
   server::AuthService auth(ctx);
   ctx.auth = &auth;
+  auto sealing_key = server::LoadOrCreateSealingKey(cfg.data_dir + "/secrets.key");
+  if (!sealing_key) {
+    std::cerr << "torwartd: " << sealing_key.error().WithContext("secrets key").message() << "\n";
+    return 1;
+  }
+  auth.SetSealingKey(*sealing_key);
 
   auto pki = server::MakePkiService(ctx);
   if (!pki) {
@@ -115,10 +145,40 @@ int Serve(server::ServerConfig cfg) {
     std::cerr << "torwartd: " << admin.error().message() << "\n";
     return 1;
   }
+  if (auto r = server::SetUpDemoIfRequested(ctx); !r) {  // --demo (make run), demo.cpp
+    std::cerr << "torwartd: demo: " << r.error().message() << "\n";
+    return 1;
+  }
 
   http::Router router;
   server::RegisterApi(ctx, **pki, router);
+  server::RegisterAuditApi(ctx, audit_service, router);
+  server::RegisterIdentityApi(ctx, router);
+  // Policy and just-in-time access (policy_api.*, access.*, webhooks.*).
+  server::PolicyService policies(ctx);
+  if (auto r = policies.Load(); !r) {
+    std::cerr << "torwartd: " << r.error().message() << "\n";
+    return 1;
+  }
+  server::Webhooks webhooks(ctx);
+  server::PkiService& pki_service = **pki;
+  server::AccessService access(ctx, policies, &webhooks,
+                               [&pki_service](const storage::AccessRequest& r) {
+                                 if (auto n = pki_service.RevokeGrantCertificates(r.id); !n) {
+                                   log::error("revoking certificates of grant {}: {}", r.id,
+                                              n.error().message());
+                                 }
+                               });
+  server::RegisterPolicyApi(ctx, policies, router);
+  server::RegisterAccessApi(ctx, access, pki_service, router);
+  webhooks.Start();
   (*pki)->RegisterRoutes(router);
+  // Control channel: managed Mosquitto + plugin state, device registry, ping (control_channel.*).
+  auto control = server::StartControlChannel(ctx, **pki, router);
+  if (!control) {
+    std::cerr << "torwartd: " << control.error().WithContext("control channel").message() << "\n";
+    return 1;
+  }
 
   auto tls = net::MakeServerTlsContext({.cert_chain_file = (*pki)->server_cert_file(),
                                         .key_file = (*pki)->server_key_file(),
@@ -192,8 +252,11 @@ int Serve(server::ServerConfig cfg) {
   }
   cv.notify_all();
   crl_thread.join();
+  webhooks.Stop();
   server.Stop();
+  control->reset();  // the registry, then the broker
   AuditSystem(ctx, "server.stop", nlohmann::json{{"signal", sig}}.dump());
+  audit_service.Stop();  // drains the writer and signs a final checkpoint
   return 0;
 }
 
@@ -220,8 +283,12 @@ int main(int argc, char** argv) {
   app.add_option("-d,--data-dir", data_dir, "data directory (default ./var/torwart)");
   app.add_option("-l,--listen", listen, "HTTPS listen address host:port (default 127.0.0.1:8443)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  std::string broker_listen;
+  app.add_option("--broker-listen", broker_listen,
+                 "device listener of the managed MQTT broker, host:port (port 0: pick a free one)");
   app.add_option("--device-lifetime", device_lifetime,
                  "lifetime of device certificates, e.g. 30d, 1h, 60s");
+  server::AddDemoOption(app);  // --demo, demo.cpp
   app.set_version_flag("--version", "torwartd 0.1.0");
 
   auto* ca = app.add_subcommand("ca", "manage the certificate authority (offline root)");
@@ -234,6 +301,19 @@ int main(int argc, char** argv) {
   imp->add_option("--cert", import_cert, "issuing CA certificate (PEM)")->required()->check(CLI::ExistingFile);
   imp->add_option("--key", import_key, "issuing CA private key (PEM)")->required()->check(CLI::ExistingFile);
   ca->require_subcommand(1);
+
+  auto* aud = app.add_subcommand("audit", "offline audit tools (read the database directly)");
+  auto* averify = aud->add_subcommand(
+      "verify",
+      "verify the audit chain and its signed checkpoints in --data-dir; exit 0 if intact, 1 if "
+      "tampering was found (with the seq of each problem), 2 on error");
+  std::string audit_pubkey;
+  bool audit_json = false;
+  averify->add_option("--public-key", audit_pubkey,
+                      "audit public key (PEM) to trust; default <data-dir>/audit/audit.pub. Use "
+                      "a copy kept outside the server to detect a replaced key");
+  averify->add_flag("--json", audit_json, "print the report as JSON");
+  aud->require_subcommand(1);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -255,6 +335,15 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!broker_listen.empty()) {
+    std::string a;
+    uint16_t p = 0;
+    if (auto r = server::ParseListen(broker_listen, a, p); !r) {
+      std::cerr << "torwartd: --broker-listen: " << r.error().message() << "\n";
+      return 2;
+    }
+    cfg.broker.device_listen = broker_listen;
+  }
   if (!log_level.empty()) cfg.log_level = log_level;
   if (!device_lifetime.empty()) {
     auto d = ParseDuration(device_lifetime);
@@ -266,6 +355,9 @@ int main(int argc, char** argv) {
   }
   log::Init(cfg.log_level, cfg.log_json);
 
+  if (averify->parsed()) {
+    return server::RunOfflineVerify(cfg.data_dir, audit_pubkey, audit_json);
+  }
   if (ca->parsed()) {
     std::string pki_dir = cfg.data_dir + "/pki";
     Expected<void> r = exp->parsed() ? server::ExportRootKey(pki_dir, export_out)

@@ -1,5 +1,7 @@
 #include "pki_service.hpp"
 
+#include <openssl/err.h>
+
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -165,6 +167,7 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
       d->status = "enrolled";
       (void)ctx_.store->devices().Update(*d);
     }
+    NotifyCertificatesChanged();
     return {};
   }
 
@@ -176,12 +179,54 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
       return MakeError(Errc::kPermissionDenied, "a device may only revoke its own certificates");
     }
     if (auto r = ctx_.store->certificates().Revoke(serial, reason, ctx_.clock->Now()); !r) return r;
+    NotifyCertificatesChanged();
     return RefreshCrl(true);
   }
 
   std::chrono::seconds DeviceLifetime() override { return ctx_.config->device_lifetime; }
 
   // --- PkiService ---
+  Expected<std::string> IssueGrantCertificate(const std::string& csr_pem,
+                                              const pki::GrantClaims& claims) override {
+    if (csr_pem.size() > 64 * 1024) return MakeError(Errc::kInvalidArgument, "CSR too large");
+    auto csr = pki::CsrFromPem(csr_pem);
+    if (!csr) return MakeError(Errc::kInvalidArgument, "not a PEM CSR: " + csr.error().message());
+    EVP_PKEY* pub = X509_REQ_get0_pubkey(csr->get());
+    if (pub == nullptr || X509_REQ_verify(csr->get(), pub) != 1) {
+      ERR_clear_error();
+      return MakeError(Errc::kInvalidArgument, "CSR signature does not verify");
+    }
+    auto cert = ca_->IssueGrantCertificate(pub, claims);
+    if (!cert) return MakeError(cert.error());
+    if (auto r = RecordIssued("grant:" + claims.grant_id, cert->get(), ""); !r) {
+      return MakeError(r.error());
+    }
+    auto leaf = pki::CertToPem(cert->get());
+    auto issuing = pki::CertToPem(ca_->issuing());
+    if (!leaf || !issuing) return MakeError(Errc::kInternal, "encoding grant certificate");
+    return *leaf + *issuing;
+  }
+
+  Expected<int> RevokeGrantCertificates(const std::string& grant_id) override {
+    auto certs = ctx_.store->certificates().ListForDevice("grant:" + grant_id);
+    if (!certs) return MakeError(certs.error());
+    int n = 0;
+    TimePoint now = ctx_.clock->Now();
+    for (auto& c : *certs) {
+      if (c.status == "revoked") continue;
+      if (auto r = ctx_.store->certificates().Revoke(c.serial, pki::kReasonCessationOfOperation,
+                                                     now);
+          !r) {
+        return MakeError(r.error());
+      }
+      ++n;
+    }
+    if (n == 0) return 0;
+    NotifyCertificatesChanged();
+    if (auto r = RefreshCrl(true); !r) return MakeError(r.error());
+    return n;
+  }
+
   Expected<int> RevokeDevice(const storage::Device& d, int reason_code) override {
     auto certs = ctx_.store->certificates().ListForDevice(d.id);
     if (!certs) return MakeError(certs.error());
@@ -198,6 +243,7 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
     storage::Device upd = d;
     upd.status = "revoked";
     if (auto r = ctx_.store->devices().Update(upd); !r) return MakeError(r.error());
+    NotifyCertificatesChanged();
     if (auto r = RefreshCrl(true); !r) return MakeError(r.error());
     return n;
   }
@@ -227,7 +273,39 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
     return {};
   }
 
+  void OnCertificatesChanged(std::function<void()> hook) override {
+    std::lock_guard lock(hook_mu_);
+    certificates_changed_ = std::move(hook);
+  }
+
+  Expected<ServiceCredentials> IssueServiceCertificate(std::chrono::seconds lifetime) override {
+    auto key = pki::GenerateP256Key();
+    if (!key) return MakeError(key.error());
+    auto cert = ca_->IssueDeviceCertificate(key->get(), NewUuid(), lifetime, "");
+    if (!cert) return MakeError(cert.error().WithContext("service certificate"));
+    auto leaf = pki::CertToPem(cert->get());
+    auto issuing = pki::CertToPem(ca_->issuing());
+    auto key_pem = pki::PrivateKeyToPem(key->get());
+    if (!leaf || !issuing || !key_pem) return MakeError(Errc::kInternal, "encoding service certificate");
+    ServiceCredentials out;
+    out.cert_chain_pem = *leaf + *issuing;
+    out.key_pem = *key_pem;
+    out.sha256_hex = pki::CertSha256Hex(cert->get());
+    out.serial = pki::SerialHex(cert->get());
+    out.not_after = pki::NotAfter(cert->get());
+    return out;
+  }
+
  private:
+  void NotifyCertificatesChanged() {
+    std::function<void()> hook;
+    {
+      std::lock_guard lock(hook_mu_);
+      hook = certificates_changed_;
+    }
+    if (hook) hook();
+  }
+
   void AuditPki(const Request& req, const std::string& type, const std::string& actor,
                 audit::ActorType actor_type, const std::string& target, bool ok,
                 const std::string& reason, json details) {
@@ -242,6 +320,8 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
   }
 
   Response HandleCmp(const Request& req) {
+    // Fail closed: no certificate is issued while the audit trail cannot record it.
+    if (auto ok = AuditAvailable(ctx_); !ok) return ErrorResponse(ok.error());
     if (req.body.size() > kMaxCmpBytes) {
       AuditPki(req, "pki.cmp.malformed", "", audit::ActorType::kAnonymous, "", false,
                "request larger than 64 KiB", json::object());
@@ -285,6 +365,8 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
   }
 
   Response HandleEstEnroll(const Request& req) {
+    // Fail closed: no certificate is issued while the audit trail cannot record it.
+    if (auto ok = AuditAvailable(ctx_); !ok) return ErrorResponse(ok.error());
     auto fail = [&](int status, const std::string& code, const std::string& why,
                     const std::string& ref) {
       AuditPki(req, "pki.est.simpleenroll", ref, audit::ActorType::kAnonymous, ref, false, why,
@@ -321,6 +403,8 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
   }
 
   Response HandleEstReenroll(const Request& req) {
+    // Fail closed: no certificate is issued while the audit trail cannot record it.
+    if (auto ok = AuditAvailable(ctx_); !ok) return ErrorResponse(ok.error());
     auto fail = [&](int status, const std::string& code, const std::string& why,
                     const std::string& who) {
       AuditPki(req, "pki.est.simplereenroll", who,
@@ -357,6 +441,8 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
   std::string server_cert_, server_key_, chain_file_;
   std::mutex crl_mu_;
   std::string crl_der_;
+  std::mutex hook_mu_;
+  std::function<void()> certificates_changed_;
   TimePoint crl_generated_{};
 };
 

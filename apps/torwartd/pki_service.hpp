@@ -2,11 +2,13 @@
 // Thread-safe. Lives in the composition root because it joins the CA with the database.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "context.hpp"
 #include "torwart/http/server.hpp"
+#include "torwart/pki/grant_extension.hpp"
 
 namespace torwart::server {
 
@@ -23,6 +25,25 @@ class PkiService {
   virtual std::string server_cert_file() const = 0;
   virtual std::string server_key_file() const = 0;
   virtual std::string ca_chain_file() const = 0;
+
+  // Access grants (access.cpp): a grant certificate for the CSR's key (CSR signature checked),
+  // recorded under device id "grant:<id>" so revocation and the CRL cover it. Returns PEM leaf +
+  // issuing CA.
+  virtual Expected<std::string> IssueGrantCertificate(const std::string& csr_pem,
+                                                      const pki::GrantClaims& claims) = 0;
+  // Revokes every certificate of grant `grant_id` and regenerates the CRL; returns how many.
+  virtual Expected<int> RevokeGrantCertificates(const std::string& grant_id) = 0;
+
+  // Called (on the thread that made the change) after a certificate was issued or revoked, so
+  // the broker's view (plugin state) follows at once. Set once at start-up, before serving.
+  virtual void OnCertificatesChanged(std::function<void()> hook) = 0;
+  // A clientAuth certificate for one of torwartd's own services (e.g. its broker connection):
+  // CN is a fresh random UUID that is not a device. Returns PEM chain (leaf + issuing CA) and key.
+  struct ServiceCredentials {
+    std::string cert_chain_pem, key_pem, sha256_hex, serial;
+    TimePoint not_after;
+  };
+  virtual Expected<ServiceCredentials> IssueServiceCertificate(std::chrono::seconds lifetime) = 0;
 };
 
 Expected<std::unique_ptr<PkiService>> MakePkiService(Context& ctx);

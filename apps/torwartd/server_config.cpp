@@ -46,6 +46,21 @@ Expected<void> ReadConfig(ConfigReader& r, ServerConfig& cfg) {
   cfg.min_password_length =
       static_cast<int>(r.Int("auth.min_password_length", cfg.min_password_length, 8, 1024));
 
+  // [[webhooks]] url = "...", secret = "...", events = ["access.requested", ...], ca_file = "..."
+  for (size_t i = 0, n = r.TableArraySize("webhooks"); i < n; ++i) {
+    const std::string k = "webhooks[" + std::to_string(i) + "]";
+    WebhookConfig w;
+    w.url = r.String(k + ".url", "");
+    w.secret = r.String(k + ".secret", "");
+    w.events = r.Strings(k + ".events", {});
+    w.ca_file = r.String(k + ".ca_file", "");
+    if (w.url.rfind("https://", 0) != 0 && w.url.rfind("http://", 0) != 0) {
+      r.AddError(k + ".url", "must be an https:// (or, for tests, http://) URL");
+    }
+    if (w.secret.size() < 16) r.AddError(k + ".secret", "must have at least 16 characters");
+    cfg.webhooks.push_back(std::move(w));
+  }
+
   cfg.log_level = r.String("log.level", cfg.log_level);
   if (cfg.log_level != "trace" && cfg.log_level != "debug" && cfg.log_level != "info" &&
       cfg.log_level != "warn" && cfg.log_level != "error" && cfg.log_level != "off") {
@@ -54,6 +69,59 @@ Expected<void> ReadConfig(ConfigReader& r, ServerConfig& cfg) {
   std::string fmt = r.String("log.format", cfg.log_json ? "json" : "text");
   if (fmt != "json" && fmt != "text") r.AddError("log.format", "must be \"text\" or \"json\"");
   cfg.log_json = fmt == "json";
+
+  cfg.broker.enabled = r.Bool("broker.enabled", cfg.broker.enabled);
+  cfg.broker.device_listen = r.String("broker.device_listen", cfg.broker.device_listen);
+  {
+    std::string a;
+    uint16_t p = 0;
+    if (auto ok = ParseListen(cfg.broker.device_listen, a, p); !ok) {
+      r.AddError("broker.device_listen", ok.error().message());
+    }
+  }
+  cfg.broker.external = r.String("broker.external", cfg.broker.external);
+  if (!cfg.broker.external.empty() && cfg.broker.external.rfind("mqtts://", 0) != 0) {
+    r.AddError("broker.external", "must be an mqtts://host:port URL");
+  }
+  cfg.broker.mosquitto_path = r.String("broker.mosquitto_path", cfg.broker.mosquitto_path);
+  cfg.broker.plugin_path = r.String("broker.plugin_path", cfg.broker.plugin_path);
+  cfg.broker.public_url = r.String("broker.public_url", cfg.broker.public_url);
+  if (!cfg.broker.public_url.empty() && cfg.broker.public_url.rfind("mqtts://", 0) != 0) {
+    r.AddError("broker.public_url", "must be an mqtts://host:port URL");
+  }
+  // [audit]
+  cfg.audit.checkpoint_every =
+      r.Int("audit.checkpoint_every", cfg.audit.checkpoint_every, 1, 1'000'000'000);
+  cfg.audit.checkpoint_interval =
+      r.Seconds("audit.checkpoint_interval", cfg.audit.checkpoint_interval, seconds(1));
+  cfg.audit.capacity_bytes =
+      r.Int("audit.capacity_bytes", cfg.audit.capacity_bytes, 0, int64_t{1} << 50);
+  cfg.audit.retention_interval =
+      r.Seconds("audit.retention_interval", cfg.audit.retention_interval, seconds(1));
+  // Known categories only: a typo is an unknown-key error, not a silently ignored rule.
+  for (const char* category : {"access", "audit", "auth", "config", "device", "fleet", "grant",
+                               "net", "pki", "policy", "recording", "server", "session",
+                               "stream", "update", "user"}) {
+    const std::string key = std::string("audit.retention.") + category;
+    if (r.Has(key)) cfg.audit.retention.emplace_back(category, r.Seconds(key, seconds(0), seconds(1)));
+  }
+  cfg.audit.syslog.address = r.String("audit.syslog.address", cfg.audit.syslog.address);
+  if (!cfg.audit.syslog.address.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (auto ok = ParseListen(cfg.audit.syslog.address, host, port); !ok || port == 0) {
+      r.AddError("audit.syslog.address", "must be host:port, e.g. \"127.0.0.1:6514\"");
+    }
+  }
+  cfg.audit.syslog.ca_file = r.String("audit.syslog.ca_file", cfg.audit.syslog.ca_file);
+  cfg.audit.syslog.cert_file = r.String("audit.syslog.cert_file", cfg.audit.syslog.cert_file);
+  cfg.audit.syslog.key_file = r.String("audit.syslog.key_file", cfg.audit.syslog.key_file);
+  if (cfg.audit.syslog.cert_file.empty() != cfg.audit.syslog.key_file.empty()) {
+    r.AddError("audit.syslog.cert_file", "cert_file and key_file go together");
+  }
+  cfg.audit.syslog.server_name =
+      r.String("audit.syslog.server_name", cfg.audit.syslog.server_name);
+  cfg.audit.syslog.hostname = r.String("audit.syslog.hostname", cfg.audit.syslog.hostname);
   return r.Finish();
 }
 

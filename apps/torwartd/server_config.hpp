@@ -12,6 +12,43 @@
 
 namespace torwart::server {
 
+// One `[[webhooks]]` table: where to POST which events, signed with HMAC-SHA256 of the body.
+struct WebhookConfig {
+  std::string url;                  // https://... (http:// only for loopback tests)
+  std::string secret;               // HMAC key; X-Torwart-Signature: sha256=<hex>
+  std::vector<std::string> events;  // e.g. access.requested; empty or "*" = all
+  std::string ca_file;              // PEM bundle to verify an https receiver; empty = system
+};
+
+// [broker]: the MQTT broker of the control channel (docs/design/control-channel.md).
+struct BrokerConfig {
+  bool enabled = true;                          // false: no control channel at all
+  std::string device_listen = "127.0.0.1:8883";  // port 0: torwartd picks a free port
+  std::string external;  // "mqtts://host:port": use a broker torwartd does not manage
+  std::string mosquitto_path = "/usr/sbin/mosquitto";
+  std::string plugin_path;  // "" = next to torwartd's build output or /usr/lib/torwart
+  std::string public_url;   // what agents are told; "" = derived from device_listen
+};
+
+// [audit] and its sub-tables (docs/design/audit.md).
+struct AuditSyslogConfig {
+  std::string address;      // "host:port" of an RFC 5425 collector; "" = no forwarding
+  std::string ca_file;      // PEM CA(s) that issued the collector's certificate
+  std::string cert_file;    // optional client certificate (PEM chain) ...
+  std::string key_file;     // ... and its key
+  std::string server_name;  // name to verify in the collector's certificate; "" = host part
+  std::string hostname;     // HOSTNAME field of our messages; "" = the machine's host name
+};
+
+struct AuditConfig {
+  int64_t checkpoint_every = 1000;                       // sign a checkpoint every N events
+  std::chrono::seconds checkpoint_interval{60};          // ... or after this long
+  int64_t capacity_bytes = 0;                            // database size cap; 0 = unlimited
+  std::chrono::seconds retention_interval{3600};         // how often retention runs
+  std::vector<std::pair<std::string, std::chrono::seconds>> retention;  // category -> keep
+  AuditSyslogConfig syslog;
+};
+
 struct ServerConfig {
   std::string data_dir = "./var/torwart";
   std::string listen_address = "127.0.0.1";
@@ -30,8 +67,15 @@ struct ServerConfig {
   std::chrono::seconds lockout = std::chrono::minutes(30);
   int min_password_length = 12;
 
+  std::vector<WebhookConfig> webhooks;
+  int webhook_max_attempts = 10;
+
   std::string log_level = "info";
   bool log_json = false;
+
+  BrokerConfig broker;
+
+  AuditConfig audit;
 };
 
 // Reads every known key from `r` into `cfg` (defaults stay where a key is absent) and returns

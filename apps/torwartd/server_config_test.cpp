@@ -30,6 +30,43 @@ TEST(ServerConfigTest, ReadsValuesAndReportsAllErrorsWithPositions) {
   EXPECT_EQ(c.device_lifetime, std::chrono::seconds(60));
 }
 
+TEST(ServerConfigTest, ReadsWebhooksAndRejectsUnknownKeysInThem) {
+  auto r = ConfigReader::FromString(R"(
+[[webhooks]]
+url = "https://hooks.example/torwart"
+secret = "0123456789abcdef"
+events = ["access.requested", "access.decided"]
+
+[[webhooks]]
+url = "http://127.0.0.1:9/x"
+secret = "fedcba9876543210"
+)",
+                                    "t.toml");
+  ASSERT_TRUE(r);
+  ServerConfig cfg;
+  ASSERT_TRUE(ReadConfig(*r, cfg));
+  ASSERT_EQ(cfg.webhooks.size(), 2u);
+  EXPECT_EQ(cfg.webhooks[0].url, "https://hooks.example/torwart");
+  EXPECT_EQ(cfg.webhooks[0].events, (std::vector<std::string>{"access.requested", "access.decided"}));
+  EXPECT_TRUE(cfg.webhooks[1].events.empty());
+
+  auto bad = ConfigReader::FromString(R"(
+[[webhooks]]
+url = "ftp://x"
+secret = "short"
+sekret = "typo"
+)",
+                                      "bad.toml");
+  ASSERT_TRUE(bad);
+  ServerConfig cfg2;
+  auto res = ReadConfig(*bad, cfg2);
+  ASSERT_FALSE(res);
+  const std::string msg = res.error().message();
+  EXPECT_NE(msg.find("unknown key 'webhooks[0].sekret'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("webhooks[0].url"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("webhooks[0].secret"), std::string::npos) << msg;
+}
+
 TEST(ServerConfigTest, ListenParsing) {
   std::string a;
   uint16_t p = 0;

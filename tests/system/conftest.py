@@ -26,6 +26,8 @@ class Server:
         self.data_dir = tmp / "server"
         self.args = [str(TORWARTD), "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
                      "--log-level", "warn", *extra_args]
+        if "--broker-listen" not in self.args:  # the managed MQTT broker: a free port per test
+            self.args += ["--broker-listen", "127.0.0.1:0"]
         if config is not None:
             cfg = tmp / "torwartd.toml"
             cfg.write_text(config)
@@ -149,3 +151,77 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- identity helpers: TOTP codes and users of any role (with a second factor by default) ---
+
+def totp_code(secret_b32: str, step: int | None = None, digits: int = 6) -> str:
+    """RFC 6238 code (SHA-1, 30 s) of `secret_b32` for `step` (default: the current step)."""
+    import base64
+    import hashlib
+    import hmac
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    if step is None:
+        step = int(time.time()) // 30
+    mac = hmac.new(key, step.to_bytes(8, "big"), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF
+    return str(value % 10 ** digits).zfill(digits)
+
+
+class UserCli(Cli):
+    """A Cli logged in as a user made by `make_user`. Knows its password and TOTP secret, and
+    which time step it used last (the server never accepts a step twice)."""
+
+    def __init__(self, server, config_dir, name, role):
+        super().__init__(server, config_dir)
+        self.name, self.role = name, role
+        self.password = None
+        self.totp_secret = None
+        self.last_step = -1
+
+    def next_code(self) -> str:
+        """A code the server will accept: the current step, or the next one if the current one
+        was used (within the ±1 window); waits for a new step only if even that was used."""
+        while True:
+            now = int(time.time()) // 30
+            step = max(now, self.last_step + 1)
+            if step <= now + 1:
+                self.last_step = step
+                return totp_code(self.totp_secret, step)
+            time.sleep(30 - time.time() % 30 + 0.1)
+
+    def relogin(self, check=True):
+        args = ["--server", self.server.url, "--ca", self.server.ca, "login", "--user", self.name,
+                "--password-stdin"]
+        if self.totp_secret:
+            args += ["--totp", self.next_code()]
+        return self.run(*args, input=self.password + "\n", check=check)
+
+    def token(self) -> str:
+        return json.loads((self.config_dir / "session.json").read_text())["token"]
+
+
+@pytest.fixture
+def make_user(server, admin, tmp_path):
+    """make_user(role, mfa=True, name=None, organisation="") -> a logged-in UserCli whose
+    session passed the second factor (mfa=True) or not (mfa=False)."""
+    counter = [0]
+
+    def make(role, mfa=True, name=None, organisation=""):
+        counter[0] += 1
+        name = name or f"{role}{counter[0]}"
+        args = ["user", "add", name, "--role", role]
+        if organisation:
+            args += ["--organisation", organisation]
+        one_time = admin.run(*args, json_out=True)["one_time_password"]
+        cli = UserCli(server, tmp_path / f"cli-{name}", name, role)
+        cli.password = f"{name} has a long password"
+        cli.login(name, one_time)
+        cli.run("passwd", input=f"{one_time}\n{cli.password}\n")
+        if mfa:
+            cli.totp_secret = cli.run("mfa", "enroll", json_out=True)["secret"]
+            cli.run("mfa", "confirm", cli.next_code())  # confirming upgrades this session
+        return cli
+
+    return make

@@ -87,6 +87,8 @@ std::string ToJson(const Event& e) {
       j["details"] = e.details;
     }
   }
+  j["schema"] = e.schema;
+  if (!e.hash.empty()) j["hash"] = e.hash;
   // Replace invalid UTF-8 (peer-supplied names, reasons) instead of throwing.
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }

@@ -79,7 +79,8 @@ TEST(AuditJsonTest, StableFieldsAndRfc3339Time) {
   ASSERT_TRUE(j["details"].is_object());
   EXPECT_EQ(j["details"]["serial"], "01ab");
   EXPECT_EQ(j["details"]["n"], 3);
-  EXPECT_EQ(j.size(), 12u);
+  EXPECT_EQ(j.size(), 13u);  // + schema (v2)
+  EXPECT_EQ(j["schema"], kSchemaVersion);
   // Field order is the declaration order, so records diff and read well.
   EXPECT_TRUE(ToJson(e).starts_with(R"({"seq":42,"time":"2026-11-22T14:06:52Z","actor_type")"));
 }

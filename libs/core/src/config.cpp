@@ -22,6 +22,12 @@ struct ConfigReader::Impl {
       std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
       positions[path] = k.source().begin.line ? k.source() : v.source();
       if (auto* sub = v.as_table()) Collect(*sub, path);
+      // Arrays of tables ([[name]]): keys are "name[0].key", read through TableArraySize.
+      if (auto* arr = v.as_array(); arr && arr->is_array_of_tables()) {
+        for (size_t i = 0; i < arr->size(); ++i) {
+          Collect(*arr->get(i)->as_table(), path + "[" + std::to_string(i) + "]");
+        }
+      }
     }
   }
 
@@ -38,7 +44,8 @@ struct ConfigReader::Impl {
   const toml::node* Find(const std::string& key) {
     used.insert(key);
     // Mark parent tables as used too.
-    for (size_t p = key.find('.'); p != std::string::npos; p = key.find('.', p + 1)) {
+    for (size_t p = key.find_first_of(".["); p != std::string::npos;
+         p = key.find_first_of(".[", p + 1)) {
       used.insert(key.substr(0, p));
     }
     return root.at_path(key).node();
@@ -157,6 +164,17 @@ std::vector<std::string> ConfigReader::Strings(const std::string& key,
     out.push_back(*e.value<std::string>());
   }
   return out;
+}
+
+size_t ConfigReader::TableArraySize(const std::string& key) {
+  const toml::node* n = impl_->Find(key);
+  if (!n) return 0;
+  const toml::array* a = n->as_array();
+  if (!a || !a->is_array_of_tables()) {
+    impl_->TypeError(key, "an array of tables ([[...]])");
+    return 0;
+  }
+  return a->size();
 }
 
 bool ConfigReader::Has(const std::string& key) const {

@@ -345,6 +345,30 @@ Expected<X509Ptr> CertificateAuthority::IssueDeviceCertificate(
   return BuildCert(spec);
 }
 
+Expected<X509Ptr> CertificateAuthority::IssueGrantCertificate(EVP_PKEY* pub,
+                                                             const GrantClaims& claims) const {
+  if (pub == nullptr) return MakeError(Errc::kInvalidArgument, "no public key");
+  const TimePoint now = clock_.Now();
+  if (claims.not_after <= now) {
+    return MakeError(Errc::kFailedPrecondition, "grant " + claims.grant_id + " has ended");
+  }
+  if (claims.grant_id.find_first_of(",\n\r") != std::string::npos) {
+    return MakeError(Errc::kInvalidArgument, "bad grant id");
+  }
+  auto ext = MakeGrantExtension(claims);
+  if (!ext) return MakeError(ext.error());
+  NamePtr name = MakeName(settings_.organisation, claims.user);
+  if (!name) return OsslError(Errc::kInvalidArgument, "grant certificate name");
+  CertSpec spec{name.get(), pub, issuing_.get(), issuing_key_.get(), now - 60s,
+                std::min(claims.not_after, NotAfter(issuing_.get())),
+                {{"basicConstraints", "critical,CA:FALSE"},
+                 {"keyUsage", "critical,digitalSignature"},
+                 {"extendedKeyUsage", "clientAuth"},
+                 {"subjectAltName", std::string("URI:") + kGrantUriPrefix + claims.grant_id}}};
+  spec.raw_extension = ext->get();
+  return BuildCert(spec);
+}
+
 Expected<ServerCertificateFiles> CertificateAuthority::EnsureServerCertificate(
     const std::vector<std::string>& names) {
   if (names.empty()) return MakeError(Errc::kInvalidArgument, "server certificate needs names");

@@ -15,7 +15,8 @@
 
 namespace torwart::audit {
 
-inline constexpr int kSchemaVersion = 1;
+// 1: the plain table. 2: hash-chained records (schema, hash) with signed checkpoints.
+inline constexpr int kSchemaVersion = 2;
 
 enum class ActorType { kUser, kDevice, kSystem, kAnonymous };
 enum class Result { kSuccess, kFailure, kDenied };
@@ -39,6 +40,8 @@ struct Event {
   Result result = Result::kSuccess;
   std::string reason;       // why (user-supplied reason, or error text for failures)
   std::string details;      // JSON object text with event-specific fields ("{}" if none)
+  int schema = kSchemaVersion;  // version of this record's canonical encoding
+  std::string hash;             // chain hash (hex), assigned by the store on append
 };
 
 // JSON object text of an event (stable field names: seq, time, actor_type, actor, ...).

@@ -33,6 +33,9 @@ class ConfigReader {
   std::chrono::seconds Seconds(const std::string& key, std::chrono::seconds def,
                                std::chrono::seconds min);
   std::vector<std::string> Strings(const std::string& key, std::vector<std::string> def);
+  // Number of tables in an array of tables (`[[key]]`), 0 if absent. Read the members of table
+  // i with keys like "key[i].member"; unknown members are reported by Finish().
+  size_t TableArraySize(const std::string& key);
   bool Has(const std::string& key) const;
 
   // Records a custom validation error at the position of `key` (or the file if absent).

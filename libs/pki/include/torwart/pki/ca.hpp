@@ -14,6 +14,7 @@
 
 #include "torwart/core/clock.hpp"
 #include "torwart/core/error.hpp"
+#include "torwart/pki/grant_extension.hpp"
 #include "torwart/pki/x509.hpp"
 
 namespace torwart::pki {
@@ -73,6 +74,11 @@ class CertificateAuthority {
   Expected<X509Ptr> IssueDeviceCertificate(EVP_PKEY* pub, const std::string& device_uuid,
                                            std::chrono::seconds lifetime,
                                            const std::string& machine_fingerprint) const;
+
+  // A grant certificate (docs/design/grant-certificate.md): CN = user, SAN URI
+  // urn:torwart:grant:<id>, EKU clientAuth, the grant extension, not-after = claims.not_after
+  // (never beyond the issuing CA). kFailedPrecondition if not_after is not in the future.
+  Expected<X509Ptr> IssueGrantCertificate(EVP_PKEY* pub, const GrantClaims& claims) const;
 
   // server.pem/server.key for the HTTPS listener; `names` are DNS names or IP literals.
   // Reissued when missing, not from the current issuing CA, < renew_before left or names changed.

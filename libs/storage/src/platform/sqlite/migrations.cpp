@@ -99,6 +99,148 @@ BEGIN
   SELECT RAISE(ABORT, 'audit records are append-only');
 END;
 )sql"},
+    {3, "policy versions, access requests and grants, webhook outbox", R"sql(
+CREATE TABLE policy_versions (
+  version    INTEGER PRIMARY KEY,
+  text       TEXT NOT NULL,
+  author     TEXT NOT NULL,
+  created_us INTEGER NOT NULL,
+  active     INTEGER NOT NULL DEFAULT 0,
+  comment    TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE UNIQUE INDEX policy_versions_one_active ON policy_versions(active) WHERE active = 1;
+
+CREATE TABLE access_requests (
+  id                 TEXT PRIMARY KEY,
+  requester          TEXT NOT NULL,
+  site               TEXT NOT NULL,
+  target             TEXT NOT NULL,
+  scope              TEXT NOT NULL DEFAULT '',
+  scopes             TEXT NOT NULL DEFAULT '[]',
+  reason             TEXT NOT NULL DEFAULT '',
+  duration_s         INTEGER NOT NULL,
+  break_glass        INTEGER NOT NULL DEFAULT 0,
+  status             TEXT NOT NULL,
+  rule_id            TEXT NOT NULL DEFAULT '',
+  policy_version     INTEGER NOT NULL DEFAULT 0,
+  approvals_required INTEGER NOT NULL DEFAULT 0,
+  approver_group     TEXT NOT NULL DEFAULT '',
+  on_site_consent    INTEGER NOT NULL DEFAULT 0,
+  review_group       TEXT NOT NULL DEFAULT '',
+  approvals          TEXT NOT NULL DEFAULT '[]',
+  created_us         INTEGER NOT NULL,
+  starts_us          INTEGER,
+  ends_us            INTEGER,
+  decided_by         TEXT NOT NULL DEFAULT '',
+  decision_reason    TEXT NOT NULL DEFAULT '',
+  decided_us         INTEGER,
+  reviewed_by        TEXT NOT NULL DEFAULT '',
+  review_comment     TEXT NOT NULL DEFAULT '',
+  reviewed_us        INTEGER,
+  revision           INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX access_requests_requester ON access_requests(requester, created_us);
+CREATE INDEX access_requests_status ON access_requests(status, created_us);
+
+CREATE TABLE webhook_outbox (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  url             TEXT NOT NULL,
+  event           TEXT NOT NULL,
+  body            TEXT NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  created_us      INTEGER NOT NULL,
+  next_attempt_us INTEGER NOT NULL,
+  status          TEXT NOT NULL,
+  last_error      TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_us);
+)sql"},
+    {4, "users: organisation; sessions: mfa; TOTP secrets", R"sql(
+ALTER TABLE users ADD COLUMN organisation TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN mfa INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE user_mfa (
+  user_id       TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+  sealed_secret TEXT NOT NULL,
+  active        INTEGER NOT NULL DEFAULT 0,
+  last_step     INTEGER NOT NULL DEFAULT -1,
+  created_us    INTEGER NOT NULL,
+  activated_us  INTEGER
+) STRICT;
+)sql"},
+    {5, "device_state: control-channel state of devices", R"sql(
+-- No foreign key: state may arrive for a device that is being removed; readers join on id.
+CREATE TABLE device_state (
+  device_id         TEXT PRIMARY KEY,
+  online            INTEGER NOT NULL DEFAULT 0,
+  agent_version     TEXT NOT NULL DEFAULT '',
+  last_seen_us      INTEGER,
+  status_changed_us INTEGER,
+  inventory         TEXT NOT NULL DEFAULT '',
+  inventory_us      INTEGER,
+  health            TEXT NOT NULL DEFAULT '',
+  health_us         INTEGER
+) STRICT;
+)sql"},
+    {6, "audit: hash chain, signed checkpoints, retention (purge gate) and legal holds", R"sql(
+ALTER TABLE audit ADD COLUMN schema INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE audit ADD COLUMN content_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN purged INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX audit_time ON audit(time_us);
+CREATE INDEX audit_category_time ON audit(category, time_us);
+
+CREATE TABLE audit_checkpoints (
+  seq       INTEGER PRIMARY KEY,
+  time_us   INTEGER NOT NULL,
+  hash      TEXT NOT NULL,
+  key_id    TEXT NOT NULL,
+  signature TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+BEGIN
+  SELECT RAISE(ABORT, 'audit checkpoints are append-only');
+END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+BEGIN
+  SELECT RAISE(ABORT, 'audit checkpoints are append-only');
+END;
+
+CREATE TABLE audit_holds (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  category   TEXT NOT NULL,
+  target     TEXT NOT NULL,
+  since_us   INTEGER,
+  until_us   INTEGER,
+  reason     TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_us INTEGER NOT NULL
+) STRICT;
+
+-- A row here, inside the purge transaction only, lets retention blank expired records.
+CREATE TABLE audit_purge_gate (open INTEGER NOT NULL) STRICT;
+
+-- Still append-only: the only updates allowed are (a) sealing a record written before the
+-- chain existed (hash was '') without changing its content, and (b) retention blanking a record
+-- through the purge gate while seq, time, category and both hashes stay.
+DROP TRIGGER audit_no_update;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+WHEN NOT (
+  (OLD.hash = '' AND NEW.hash <> '' AND NEW.seq = OLD.seq AND NEW.time_us = OLD.time_us
+   AND NEW.actor_type = OLD.actor_type AND NEW.actor = OLD.actor
+   AND NEW.organisation = OLD.organisation AND NEW.source = OLD.source
+   AND NEW.category = OLD.category AND NEW.type = OLD.type AND NEW.target = OLD.target
+   AND NEW.result = OLD.result AND NEW.reason = OLD.reason AND NEW.details = OLD.details
+   AND NEW.schema = OLD.schema AND NEW.purged = 0)
+  OR
+  ((SELECT COUNT(*) FROM audit_purge_gate) > 0 AND OLD.hash <> '' AND OLD.purged = 0
+   AND NEW.purged = 1 AND NEW.seq = OLD.seq AND NEW.time_us = OLD.time_us
+   AND NEW.category = OLD.category AND NEW.hash = OLD.hash
+   AND NEW.content_hash = OLD.content_hash AND NEW.schema = OLD.schema))
+BEGIN
+  SELECT RAISE(ABORT, 'audit records are append-only');
+END;
+)sql"},
 };
 
 Expected<int> CurrentVersion(Connection& conn) {

@@ -10,7 +10,11 @@
 #include <utility>
 #include <vector>
 
+#include "platform/sqlite/access_repos.hpp"
+#include "platform/sqlite/audit_store.hpp"
 #include "platform/sqlite/connection.hpp"
+#include "platform/sqlite/device_state_repo.hpp"
+#include "platform/sqlite/mfa_repo.hpp"
 #include "platform/sqlite/migrations.hpp"
 #include "torwart/storage/store.hpp"
 
@@ -71,7 +75,7 @@ std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 constexpr std::string_view kUserColumns =
     "id, name, role, password_hash, must_change_password, disabled, failed_logins, "
-    "locked_until_us, created_us";
+    "locked_until_us, created_us, organisation";
 
 Expected<User> ReadUser(const Statement& st) {
   User u;
@@ -84,6 +88,7 @@ Expected<User> ReadUser(const Statement& st) {
   u.failed_logins = static_cast<int>(st.Int(6));
   u.locked_until = st.OptionalTime(7);
   u.created = st.Time(8);
+  u.organisation = st.Text(9);
   return u;
 }
 
@@ -93,13 +98,14 @@ class SqliteUserRepo final : public UserRepo {
 
   Expected<void> Create(const User& u) override {
     static const std::string kSql =
-        Sql({"INSERT INTO users(", kUserColumns, ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)"});
+        Sql({"INSERT INTO users(", kUserColumns, ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"});
     std::lock_guard lock(db_.mu);
     auto st = db_.conn->Prepare(kSql.c_str(), "inserting user");
     if (!st) return MakeError(st.error());
     st->Bind(1, u.id).Bind(2, u.name).Bind(3, u.role).Bind(4, u.password_hash);
     st->Bind(5, int64_t{u.must_change_password}).Bind(6, int64_t{u.disabled});
     st->Bind(7, int64_t{u.failed_logins}).BindTime(8, u.locked_until).BindTime(9, u.created);
+    st->Bind(10, u.organisation);
     return st->Run();
   }
 
@@ -125,12 +131,13 @@ class SqliteUserRepo final : public UserRepo {
     std::lock_guard lock(db_.mu);
     auto st = db_.conn->Prepare(
         "UPDATE users SET name = ?2, role = ?3, password_hash = ?4, must_change_password = ?5, "
-        "disabled = ?6, failed_logins = ?7, locked_until_us = ?8 WHERE id = ?1",
+        "disabled = ?6, failed_logins = ?7, locked_until_us = ?8, organisation = ?9 "
+        "WHERE id = ?1",
         "updating user");
     if (!st) return MakeError(st.error());
     st->Bind(1, u.id).Bind(2, u.name).Bind(3, u.role).Bind(4, u.password_hash);
     st->Bind(5, int64_t{u.must_change_password}).Bind(6, int64_t{u.disabled});
-    st->Bind(7, int64_t{u.failed_logins}).BindTime(8, u.locked_until);
+    st->Bind(7, int64_t{u.failed_logins}).BindTime(8, u.locked_until).Bind(9, u.organisation);
     return RunOne(*db_.conn, *st, "updating user: no user with id " + Quoted(u.id));
   }
 
@@ -164,6 +171,7 @@ Expected<Session> ReadSession(const Statement& st) {
   s.created = st.Time(2);
   s.expires = st.Time(3);
   s.last_used = st.Time(4);
+  s.mfa = st.Int(5) != 0;
   return s;
 }
 
@@ -174,19 +182,19 @@ class SqliteSessionRepo final : public SessionRepo {
   Expected<void> Create(const Session& s) override {
     std::lock_guard lock(db_.mu);
     auto st = db_.conn->Prepare(
-        "INSERT INTO sessions(token_hash, user_id, created_us, expires_us, last_used_us) "
-        "VALUES(?, ?, ?, ?, ?)",
+        "INSERT INTO sessions(token_hash, user_id, created_us, expires_us, last_used_us, mfa) "
+        "VALUES(?, ?, ?, ?, ?, ?)",
         "inserting session");
     if (!st) return MakeError(st.error());
     st->Bind(1, s.token_hash).Bind(2, s.user_id).BindTime(3, s.created).BindTime(4, s.expires);
-    st->BindTime(5, s.last_used);
+    st->BindTime(5, s.last_used).Bind(6, int64_t{s.mfa});
     return st->Run();
   }
 
   Expected<Session> Get(const std::string& token_hash) override {
     std::lock_guard lock(db_.mu);
     auto st = db_.conn->Prepare(
-        "SELECT token_hash, user_id, created_us, expires_us, last_used_us FROM sessions "
+        "SELECT token_hash, user_id, created_us, expires_us, last_used_us, mfa FROM sessions "
         "WHERE token_hash = ?",
         "reading session");
     if (!st) return MakeError(st.error());
@@ -219,6 +227,15 @@ class SqliteSessionRepo final : public SessionRepo {
     if (!st) return MakeError(st.error());
     st->Bind(1, user_id);
     return st->Run();
+  }
+
+  Expected<void> SetMfa(const std::string& token_hash, bool mfa) override {
+    std::lock_guard lock(db_.mu);
+    auto st = db_.conn->Prepare("UPDATE sessions SET mfa = ? WHERE token_hash = ?",
+                                "marking session as MFA-authenticated");
+    if (!st) return MakeError(st.error());
+    st->Bind(1, int64_t{mfa}).Bind(2, token_hash);
+    return RunOne(*db_.conn, *st, "no such session");
   }
 
  private:
@@ -558,77 +575,6 @@ class SqliteKeyValueRepo final : public KeyValueRepo {
   Db& db_;
 };
 
-// --- audit ---
-
-constexpr std::string_view kAuditColumns =
-    "seq, time_us, actor_type, actor, organisation, source, category, type, target, result, "
-    "reason, details";
-
-Expected<audit::Event> ReadEvent(const Statement& st) {
-  audit::Event e;
-  e.seq = st.Int(0);
-  e.time = st.Time(1);
-  auto actor_type = audit::ActorTypeFromString(st.Text(2));
-  auto result = audit::ResultFromString(st.Text(9));
-  if (!actor_type || !result) {
-    return MakeError(Errc::kParse, "reading audit record " + std::to_string(e.seq) +
-                                       ": unknown actor_type or result");
-  }
-  e.actor_type = *actor_type;
-  e.actor = st.Text(3);
-  e.organisation = st.Text(4);
-  e.source = st.Text(5);
-  e.category = st.Text(6);
-  e.type = st.Text(7);
-  e.target = st.Text(8);
-  e.result = *result;
-  e.reason = st.Text(10);
-  e.details = st.Text(11);
-  return e;
-}
-
-class SqliteAuditStore final : public AuditStore {
- public:
-  explicit SqliteAuditStore(Db& db) : db_(db) {}
-
-  Expected<void> Append(audit::Event e) override {
-    std::lock_guard lock(db_.mu);
-    // seq is assigned by AUTOINCREMENT (never reused); synchronous=FULL makes it durable.
-    auto st = db_.conn->Prepare(
-        "INSERT INTO audit(time_us, actor_type, actor, organisation, source, category, type, "
-        "target, result, reason, details) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "appending audit record");
-    if (!st) return MakeError(st.error());
-    st->BindTime(1, e.time).Bind(2, audit::ToString(e.actor_type)).Bind(3, e.actor);
-    st->Bind(4, e.organisation).Bind(5, e.source).Bind(6, e.category).Bind(7, e.type);
-    st->Bind(8, e.target).Bind(9, audit::ToString(e.result)).Bind(10, e.reason);
-    st->Bind(11, e.details);
-    return st->Run();
-  }
-
-  Expected<std::vector<audit::Event>> Find(const audit::Query& q) override {
-    if (q.limit <= 0) return MakeError(Errc::kInvalidArgument, "audit query: limit must be > 0");
-    // One constant statement; unset filters are bound as NULL or '' and match everything.
-    // Same semantics as audit::MemorySink.
-    static const std::string kSql =
-        Sql({"SELECT ", kAuditColumns,
-             " FROM audit WHERE seq > ?1"
-             " AND (?2 IS NULL OR time_us >= ?2) AND (?3 IS NULL OR time_us < ?3)"
-             " AND (?4 = '' OR actor = ?4) AND (?5 = '' OR target = ?5)"
-             " AND (?6 = '' OR substr(type, 1, length(?6)) = ?6) AND (?7 = '' OR category = ?7)"
-             " ORDER BY seq LIMIT ?8"});
-    std::lock_guard lock(db_.mu);
-    auto st = db_.conn->Prepare(kSql.c_str(), "querying audit records");
-    if (!st) return MakeError(st.error());
-    st->Bind(1, q.after_seq).BindTime(2, q.since).BindTime(3, q.until).Bind(4, q.actor);
-    st->Bind(5, q.target).Bind(6, q.type_prefix).Bind(7, q.category).Bind(8, int64_t{q.limit});
-    return All<audit::Event>(*st, ReadEvent);
-  }
-
- private:
-  Db& db_;
-};
-
 // --- the store ---
 
 class SqliteStore final : public Store {
@@ -643,7 +589,12 @@ class SqliteStore final : public Store {
   EnrollmentRepo& enrollments() override { return enrollments_; }
   CertificateRepo& certificates() override { return certificates_; }
   KeyValueRepo& kv() override { return kv_; }
-  AuditStore& audit() override { return audit_; }
+  AuditStore& audit() override { return *audit_; }
+  MfaRepo& mfa() override { return *mfa_; }
+  PolicyRepo& policies() override { return *policies_; }
+  AccessRepo& access() override { return *access_; }
+  OutboxRepo& outbox() override { return *outbox_; }
+  DeviceStateRepo& device_state() override { return *device_state_; }
   int schema_version() const override { return version_; }
 
  private:
@@ -655,7 +606,12 @@ class SqliteStore final : public Store {
   SqliteEnrollmentRepo enrollments_{db_};
   SqliteCertificateRepo certificates_{db_};
   SqliteKeyValueRepo kv_{db_};
-  SqliteAuditStore audit_{db_};
+  std::unique_ptr<AuditStore> audit_ = sqlite::MakeAuditStore(db_.mu, db_.conn);
+  std::unique_ptr<MfaRepo> mfa_ = sqlite::MakeMfaRepo(db_.mu, db_.conn);
+  std::unique_ptr<PolicyRepo> policies_ = sqlite::MakePolicyRepo(db_.mu, db_.conn);
+  std::unique_ptr<AccessRepo> access_ = sqlite::MakeAccessRepo(db_.mu, db_.conn);
+  std::unique_ptr<OutboxRepo> outbox_ = sqlite::MakeOutboxRepo(db_.mu, db_.conn);
+  std::unique_ptr<DeviceStateRepo> device_state_ = sqlite::MakeDeviceStateRepo(db_.mu, db_.conn);
 };
 
 }  // namespace

@@ -1,0 +1,60 @@
+// torwartd's side of the control channel: one privileged MQTT connection to the broker, the
+// shared subscription on every device topic, strict validation of what devices send (bad input
+// is logged and audited, never fatal), the device registry in the database (online/offline,
+// last seen, inventory, health), and commands with request/response (ping).
+// Thread-safe: Ping may be called from any thread (REST workers); messages are processed one at
+// a time on the registry's own worker thread. See docs/design/control-channel.md.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "context.hpp"
+#include "torwart/http/server.hpp"
+
+namespace torwart::server {
+
+struct RegistrySettings {
+  std::string url;             // mqtts://127.0.0.1:<server port> (or the external broker)
+  std::string ca_file;         // to verify the broker
+  std::string cert_chain_pem;  // torwartd's client certificate (leaf + issuing)
+  std::string key_pem;
+  std::string client_id;  // unique per torwartd instance
+  std::string agent_url;  // told to agents by /.well-known/torwart/agent.json
+};
+
+struct PingResult {
+  std::chrono::microseconds rtt{0};
+  bool ok = false;
+  std::string result_json;  // "result" of the response ("" if none)
+  std::string error;        // device's error text when !ok
+};
+
+class DeviceRegistry {
+ public:
+  static Expected<std::unique_ptr<DeviceRegistry>> Create(Context& ctx, RegistrySettings s);
+  virtual ~DeviceRegistry() = default;
+  virtual Expected<void> Start() = 0;
+  virtual void Stop() = 0;
+  virtual bool connected() const = 0;
+  // Publishes {"v":1,"cmd":"ping","args":{}} to the device's cmd topic and waits for the answer.
+  // kDeadlineExceeded after `timeout`.
+  virtual Expected<PingResult> Ping(const std::string& device_id,
+                                    std::chrono::milliseconds timeout) = 0;
+  // Processes one raw message as if it came from the broker (tests, fuzzing the whole path).
+  virtual void Inject(const std::string& topic, const std::string& payload, bool retained) = 0;
+};
+
+// Routes: GET /.well-known/torwart/agent.json, POST /api/v1/devices/{name}/ping.
+// `registry` may be null (broker disabled): agent.json then says so and ping answers 503.
+void RegisterControlApi(Context& ctx, DeviceRegistry* registry, const std::string& agent_url,
+                        http::Router& router);
+
+// Adds the control-channel state of `device_id` to a device's JSON (online, last_seen,
+// agent_version; with `details` also inventory and health).
+void AddDeviceState(Context& ctx, const std::string& device_id, bool details,
+                    nlohmann::json& device_json);
+
+}  // namespace torwart::server

@@ -1,0 +1,18 @@
+// SQLite repositories for policy versions, access requests/grants and the webhook outbox.
+// They share SqliteStore's connection and mutex (every call locks `mu`); thread-safe as such.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include "platform/sqlite/connection.hpp"
+#include "torwart/storage/store.hpp"
+
+namespace torwart::storage::sqlite {
+
+// `conn` is read at each call (the store sets it after constructing the repos).
+std::unique_ptr<PolicyRepo> MakePolicyRepo(std::mutex& mu, std::unique_ptr<Connection>& conn);
+std::unique_ptr<AccessRepo> MakeAccessRepo(std::mutex& mu, std::unique_ptr<Connection>& conn);
+std::unique_ptr<OutboxRepo> MakeOutboxRepo(std::mutex& mu, std::unique_ptr<Connection>& conn);
+
+}  // namespace torwart::storage::sqlite

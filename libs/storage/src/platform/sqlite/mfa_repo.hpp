@@ -1,0 +1,16 @@
+// SQLite repository for users' TOTP secrets (table user_mfa). Shares SqliteStore's connection
+// and mutex (every call locks `mu`); thread-safe as such.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include "platform/sqlite/connection.hpp"
+#include "torwart/storage/store.hpp"
+
+namespace torwart::storage::sqlite {
+
+// `conn` is read at each call (the store sets it after constructing the repos).
+std::unique_ptr<MfaRepo> MakeMfaRepo(std::mutex& mu, std::unique_ptr<Connection>& conn);
+
+}  // namespace torwart::storage::sqlite
