@@ -68,7 +68,8 @@ json Hardware() {
     }
   }
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) h["mem_total_bytes"] = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  if (pages > 0 && page > 0)
+    h["mem_total_bytes"] = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
   std::string product = Trim(ReadSmall("/sys/class/dmi/id/product_name", 256));
   if (!product.empty()) h["product"] = product;
   return h;
@@ -85,12 +86,15 @@ json Interfaces() {
         e["name"] = p->ifa_name;
         e["up"] = (p->ifa_flags & IFF_UP) != 0;
         e["addresses"] = json::array();
-        std::string mac = Trim(ReadSmall(std::string("/sys/class/net/") + p->ifa_name + "/address", 64));
+        std::string mac =
+            Trim(ReadSmall(std::string("/sys/class/net/") + p->ifa_name + "/address", 64));
         if (!mac.empty()) e["mac"] = mac;
       }
-      if (p->ifa_addr && (p->ifa_addr->sa_family == AF_INET || p->ifa_addr->sa_family == AF_INET6)) {
+      if (p->ifa_addr &&
+          (p->ifa_addr->sa_family == AF_INET || p->ifa_addr->sa_family == AF_INET6)) {
         char host[NI_MAXHOST];
-        socklen_t len = p->ifa_addr->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+        socklen_t len =
+            p->ifa_addr->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
         if (getnameinfo(p->ifa_addr, len, host, sizeof host, nullptr, 0, NI_NUMERICHOST) == 0) {
           e["addresses"].push_back(host);
         }
@@ -138,7 +142,8 @@ bool RunScript(const std::string& path, std::string& out, std::string& err) {
   char buf[4096];
   bool timed_out = false;
   while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       timed_out = true;
       break;

@@ -28,9 +28,9 @@ Expected<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return MakeError(Errc::kInvalidArgument,
-                     "socket path must be 1-" + std::to_string(sizeof(addr.sun_path) - 1) +
-                         " bytes: " + path);
+    return MakeError(
+        Errc::kInvalidArgument,
+        "socket path must be 1-" + std::to_string(sizeof(addr.sun_path) - 1) + " bytes: " + path);
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   return addr;
@@ -84,7 +84,8 @@ Expected<Request> ParseRequest(std::string_view line) {
   }
   r.args = json::object();
   if (j.contains("args")) {
-    if (!j["args"].is_object()) return MakeError(Errc::kInvalidArgument, "\"args\" must be an object");
+    if (!j["args"].is_object())
+      return MakeError(Errc::kInvalidArgument, "\"args\" must be an object");
     r.args = j["args"];
   }
   // Per-op arguments: exactly what each op takes.
@@ -92,7 +93,9 @@ Expected<Request> ParseRequest(std::string_view line) {
     for (auto it = r.args.begin(); it != r.args.end(); ++it) {
       bool ok = false;
       for (const char* a : allowed) ok = ok || it.key() == a;
-      if (!ok) return MakeError(Errc::kInvalidArgument, "op " + r.op + ": unknown argument \"" + it.key() + "\"");
+      if (!ok)
+        return MakeError(Errc::kInvalidArgument,
+                         "op " + r.op + ": unknown argument \"" + it.key() + "\"");
     }
     return {};
   };
@@ -103,7 +106,8 @@ Expected<Request> ParseRequest(std::string_view line) {
     }
     const auto& name = r.args["name"].get_ref<const std::string&>();
     if (name.empty() || name.size() > 64 ||
-        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
+        name.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
             std::string::npos) {
       return MakeError(Errc::kInvalidArgument, "profile name must be 1-64 of [A-Za-z0-9_-]");
     }
@@ -134,8 +138,8 @@ std::string ErrorResponse(const json& id, const std::string& message) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-Expected<json> CallLocalApi(const std::string& socket_path, const std::string& op,
-                            const json& args, std::chrono::milliseconds timeout) {
+Expected<json> CallLocalApi(const std::string& socket_path, const std::string& op, const json& args,
+                            std::chrono::milliseconds timeout) {
   auto addr = UnixAddress(socket_path);
   if (!addr) return MakeError(addr.error());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -166,23 +170,24 @@ Expected<json> CallLocalApi(const std::string& socket_path, const std::string& o
                        "local API: no answer from the agent");
     }
     buf.append(chunk, static_cast<size_t>(n));
-    if (buf.size() > (16u << 20)) return MakeError(Errc::kResourceExhausted, "local API: answer too long");
+    if (buf.size() > (16u << 20))
+      return MakeError(Errc::kResourceExhausted, "local API: answer too long");
   }
   json resp = json::parse(buf.substr(0, buf.find('\n')), nullptr, false);
-  if (resp.is_discarded() || !resp.is_object() || !resp.contains("ok") || !resp["ok"].is_boolean()) {
+  if (resp.is_discarded() || !resp.is_object() || !resp.contains("ok") ||
+      !resp["ok"].is_boolean()) {
     return MakeError(Errc::kParse, "local API: malformed answer");
   }
   if (!resp["ok"].get<bool>()) {
-    return MakeError(Errc::kFailedPrecondition,
-                     resp.contains("error") && resp["error"].is_string()
-                         ? resp["error"].get<std::string>()
-                         : std::string("request failed"));
+    return MakeError(Errc::kFailedPrecondition, resp.contains("error") && resp["error"].is_string()
+                                                    ? resp["error"].get<std::string>()
+                                                    : std::string("request failed"));
   }
   return resp.contains("result") ? resp["result"] : json::object();
 }
 
 Expected<std::unique_ptr<LocalApiServer>> LocalApiServer::Start(const std::string& socket_path,
-                                                                 Handler handler) {
+                                                                Handler handler) {
   auto addr = UnixAddress(socket_path);
   if (!addr) return MakeError(addr.error());
   // A socket file left by a crashed agent is replaced; a live one means another agent runs.
@@ -195,8 +200,8 @@ Expected<std::unique_ptr<LocalApiServer>> LocalApiServer::Start(const std::strin
     bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) == 0;
     ::close(probe);
     if (live) {
-      return MakeError(Errc::kAlreadyExists,
-                       "another agent already serves " + socket_path + " (one agent per state dir)");
+      return MakeError(Errc::kAlreadyExists, "another agent already serves " + socket_path +
+                                                 " (one agent per state dir)");
     }
     ::unlink(socket_path.c_str());
   }
@@ -212,8 +217,10 @@ Expected<std::unique_ptr<LocalApiServer>> LocalApiServer::Start(const std::strin
   if (rc != 0) return MakeError(Errc::kIo, "bind " + socket_path + ": " + strerror(errno));
   ::chmod(socket_path.c_str(), 0660);
   if (::lstat(socket_path.c_str(), &st) == 0) s->group_ = st.st_gid;
-  if (::listen(s->listen_fd_, 16) != 0) return MakeError(Errc::kIo, std::string("listen: ") + strerror(errno));
-  if (::pipe2(s->wake_pipe_, O_CLOEXEC) != 0) return MakeError(Errc::kIo, std::string("pipe: ") + strerror(errno));
+  if (::listen(s->listen_fd_, 16) != 0)
+    return MakeError(Errc::kIo, std::string("listen: ") + strerror(errno));
+  if (::pipe2(s->wake_pipe_, O_CLOEXEC) != 0)
+    return MakeError(Errc::kIo, std::string("pipe: ") + strerror(errno));
   s->thread_ = std::thread([p = s.get()] { p->AcceptLoop(); });
   return s;
 }
@@ -223,7 +230,8 @@ LocalApiServer::~LocalApiServer() {
   if (wake_pipe_[1] >= 0) (void)!::write(wake_pipe_[1], "x", 1);
   if (thread_.joinable()) thread_.join();
   // Connection threads are detached; wait (bounded) for them to finish with the handler.
-  for (int i = 0; i < 200 && active_ > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 200 && active_ > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (listen_fd_ >= 0) ::close(listen_fd_);
   for (int fd : wake_pipe_) {
     if (fd >= 0) ::close(fd);

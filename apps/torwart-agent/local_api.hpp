@@ -22,9 +22,9 @@ namespace torwart::agent {
 inline constexpr size_t kMaxRequestBytes = 64 * 1024;
 
 struct Request {
-  std::string op;        // status | connect | disconnect | profile.list | profile.use | pin
-  nlohmann::json args;   // object; op-specific
-  nlohmann::json id;     // echoed back if present (string or number), else null
+  std::string op;       // status | connect | disconnect | profile.list | profile.use | pin
+  nlohmann::json args;  // object; op-specific
+  nlohmann::json id;    // echoed back if present (string or number), else null
 };
 
 // Parses one request line. Untrusted input: never throws, rejects anything not exactly

@@ -27,13 +27,14 @@ TEST(LocalApiParse, AcceptsWellFormedRequests) {
 }
 
 TEST(LocalApiParse, RejectsEverythingElse) {
-  for (const char* bad : {"", "{", "[]", "null", R"({"op":"status"})", R"({"v":2,"op":"status"})",
-                          R"({"v":1,"op":"reboot"})", R"({"v":1,"op":"status","x":1})",
-                          R"({"v":1,"op":"status","args":[]})", R"({"v":1,"op":"status","args":{"a":1}})",
-                          R"({"v":1,"op":"profile.use"})", R"({"v":1,"op":"profile.use","args":{"name":"../x"}})",
-                          R"({"v":1,"op":"profile.use","args":{"name":""}})", R"({"v":1,"op":"pin","args":{"pin":""}})",
-                          R"({"v":1,"op":"pin","args":{"pin":5}})", R"({"v":1,"op":"status","id":{}})",
-                          R"({"v":"1","op":"status"})"}) {
+  for (const char* bad :
+       {"", "{", "[]", "null", R"({"op":"status"})", R"({"v":2,"op":"status"})",
+        R"({"v":1,"op":"reboot"})", R"({"v":1,"op":"status","x":1})",
+        R"({"v":1,"op":"status","args":[]})", R"({"v":1,"op":"status","args":{"a":1}})",
+        R"({"v":1,"op":"profile.use"})", R"({"v":1,"op":"profile.use","args":{"name":"../x"}})",
+        R"({"v":1,"op":"profile.use","args":{"name":""}})",
+        R"({"v":1,"op":"pin","args":{"pin":""}})", R"({"v":1,"op":"pin","args":{"pin":5}})",
+        R"({"v":1,"op":"status","id":{}})", R"({"v":"1","op":"status"})"}) {
     EXPECT_FALSE(ParseRequest(bad)) << bad;
   }
   EXPECT_FALSE(ParseRequest(std::string(kMaxRequestBytes + 1, ' ')));
@@ -60,7 +61,8 @@ TEST(LocalApiServer, ServesRequestsOnARestrictedSocket) {
   ASSERT_FALSE(e);
   EXPECT_EQ(e.error().message(), "not now");
   // A second server on the same live socket is refused (one agent per state dir).
-  EXPECT_FALSE(LocalApiServer::Start(path, [](const Request&) -> Expected<json> { return json{}; }));
+  EXPECT_FALSE(
+      LocalApiServer::Start(path, [](const Request&) -> Expected<json> { return json{}; }));
   server->reset();
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_EQ(calls, 2);
@@ -80,7 +82,8 @@ TEST(Inventory, ScriptsGiveKeyValueAttributes) {
     fclose(f);
     chmod(p.c_str(), exec ? 0755 : 0644);
   };
-  write("inventory-plc", "#!/bin/sh\necho plc_model=S7-1500\necho plc_model=S7-1200\necho junk\n", true);
+  write("inventory-plc", "#!/bin/sh\necho plc_model=S7-1500\necho plc_model=S7-1200\necho junk\n",
+        true);
   write("inventory-fail", "#!/bin/sh\nexit 3\n", true);
   write("notes.txt", "plc=x\n", false);
   json a = RunInventoryScripts(dir.string());

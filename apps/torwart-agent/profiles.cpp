@@ -12,7 +12,8 @@ using nlohmann::json;
 
 bool ValidProfileName(const std::string& name) {
   return !name.empty() && name.size() <= 64 &&
-         name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") ==
+         name.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") ==
              std::string::npos;
 }
 
@@ -33,7 +34,9 @@ Expected<void> SetActiveProfile(const std::string& state_dir, const std::string&
   if (!ValidProfileName(name)) return MakeError(Errc::kInvalidArgument, "invalid profile name");
   std::error_code ec;
   if (!fs::exists(ProfileDir(state_dir, name) + "/agent.json", ec)) {
-    return MakeError(Errc::kNotFound, "profile \"" + name + "\" is not enrolled (torwart-agent enroll --profile " + name + " ...)");
+    return MakeError(Errc::kNotFound, "profile \"" + name +
+                                          "\" is not enrolled (torwart-agent enroll --profile " +
+                                          name + " ...)");
   }
   return pki::WriteFileAtomic(state_dir + "/active-profile", name + "\n", fs::perms(0644));
 }

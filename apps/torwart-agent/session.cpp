@@ -14,8 +14,8 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 }  // namespace
 
 std::string StatusPayload(const char* state) {
-  return Dump(json{{"v", 1}, {"state", state}, {"agent_version", kAgentVersion},
-                   {"ts", UnixSeconds()}});
+  return Dump(
+      json{{"v", 1}, {"state", state}, {"agent_version", kAgentVersion}, {"ts", UnixSeconds()}});
 }
 
 Expected<std::unique_ptr<Session>> Session::Create(SessionSettings s) {
@@ -114,7 +114,8 @@ void Session::PublishStatus(const char* state) {
   mqtt::PublishOptions o;
   o.qos = 1;
   o.retain = true;
-  if (auto r = client_->Publish(mqtt::topics::Status(settings_.device_id), StatusPayload(state), o); !r) {
+  if (auto r = client_->Publish(mqtt::topics::Status(settings_.device_id), StatusPayload(state), o);
+      !r) {
     log::warn("publishing status: {}", r.error().message());
   }
 }
@@ -172,12 +173,13 @@ void Session::TelemetryLoop() {
 
 json Session::HandleCommand(const std::string& cmd, const json& args) {
   if (cmd == "ping") {
-    return json{{"v", 1}, {"ok", true},
-                {"result", {{"pong", true}, {"ts", UnixSeconds()}}}};
+    return json{{"v", 1}, {"ok", true}, {"result", {{"pong", true}, {"ts", UnixSeconds()}}}};
   }
   if (cmd == "info") {
-    json r{{"device_id", settings_.device_id}, {"agent_version", kAgentVersion},
-           {"profile", settings_.profile}, {"server", settings_.server},
+    json r{{"device_id", settings_.device_id},
+           {"agent_version", kAgentVersion},
+           {"profile", settings_.profile},
+           {"server", settings_.server},
            {"mqtt_url", settings_.mqtt_url}};
     std::lock_guard lock(mu_);
     r["connected_since"] = last_connected_at_;
@@ -216,7 +218,8 @@ void Session::OnMessage(const mqtt::Message& m) {
   // Responses go only to this device's own response topic (the broker ACL allows nothing else);
   // a foreign response topic is answered on ours so the requester can still match correlation.
   std::string topic = props.response_topic;
-  if (topic != mqtt::topics::Response(settings_.device_id)) topic = mqtt::topics::Response(settings_.device_id);
+  if (topic != mqtt::topics::Response(settings_.device_id))
+    topic = mqtt::topics::Response(settings_.device_id);
   mqtt::PublishOptions o;
   o.qos = 1;
   o.properties.correlation_data = props.correlation_data;

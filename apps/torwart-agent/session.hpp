@@ -39,9 +39,9 @@ class Session {
   static Expected<std::unique_ptr<Session>> Create(SessionSettings settings);
   ~Session();  // Stop()
 
-  Expected<void> Start();   // connect (and keep reconnecting)
-  void Stop();              // clean disconnect: status offline published first, no will
-  void Reconnect();         // new TLS context (renewed certificate), connect at once
+  Expected<void> Start();  // connect (and keep reconnecting)
+  void Stop();             // clean disconnect: status offline published first, no will
+  void Reconnect();        // new TLS context (renewed certificate), connect at once
   bool running() const;
 
   // {"state":"connected", "mqtt_url":..., "connects":n, "last_error":..., ...}

@@ -57,8 +57,11 @@ Expected<void> SetUpDemoIfRequested(Context& ctx) {
   ev.reason = "demo mode (--demo)";
   ev.details = nlohmann::json{{"device_id", d->id}, {"reference", e.reference}}.dump();
   if (auto r = Audit(ctx, ev); !r) return MakeError(r.error());
-  nlohmann::json j{{"device", kDemoDevice}, {"device_id", d->id}, {"reference", e.reference},
-                   {"secret", e.secret}, {"expires", FormatRfc3339(e.expires)}};
+  nlohmann::json j{{"device", kDemoDevice},
+                   {"device_id", d->id},
+                   {"reference", e.reference},
+                   {"secret", e.secret},
+                   {"expires", FormatRfc3339(e.expires)}};
   if (auto r = pki::WriteFileAtomic(file, j.dump(2) + "\n", std::filesystem::perms(0600)); !r) {
     return MakeError(r.error());
   }

@@ -179,14 +179,6 @@ class DeviceRegistryImpl final : public DeviceRegistry {
     return out;
   }
 
-  void Inject(const std::string& topic, const std::string& payload, bool retained) override {
-    Incoming in;
-    in.topic = topic;
-    in.payload = payload;
-    in.retained = retained;
-    Process(in);
-  }
-
  private:
   void OnConnection(const mqtt::ConnectionEvent& ev) {
     if (ev.state == mqtt::State::kConnected) {

@@ -40,11 +40,9 @@ class DeviceRegistry {
   virtual void Stop() = 0;
   virtual bool connected() const = 0;
   // Publishes {"v":1,"cmd":"ping","args":{}} to the device's cmd topic and waits for the answer.
-  // kDeadlineExceeded after `timeout`.
+  // kTimeout after `timeout`, kUnavailable when torwartd is not connected to the broker.
   virtual Expected<PingResult> Ping(const std::string& device_id,
                                     std::chrono::milliseconds timeout) = 0;
-  // Processes one raw message as if it came from the broker (tests, fuzzing the whole path).
-  virtual void Inject(const std::string& topic, const std::string& payload, bool retained) = 0;
 };
 
 // Routes: GET /.well-known/torwart/agent.json, POST /api/v1/devices/{name}/ping.

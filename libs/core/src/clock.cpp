@@ -1,6 +1,8 @@
 #include "torwart/core/clock.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <ctime>
 #include <string_view>
 
@@ -15,7 +17,13 @@ int64_t ToUnix(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-TimePoint FromUnix(int64_t seconds) { return TimePoint(std::chrono::seconds(seconds)); }
+TimePoint FromUnix(int64_t seconds) {
+  // system_clock counts nanoseconds in 64 bits (years 1677-2262): clamp instead of overflowing,
+  // e.g. for certificates valid until 99991231235959Z (RFC 5280's "no expiry").
+  constexpr int64_t kLimit = std::numeric_limits<Duration::rep>::max() / 1000000000 - 1;
+  seconds = std::clamp<int64_t>(seconds, -kLimit, kLimit);
+  return TimePoint(std::chrono::duration_cast<Duration>(std::chrono::seconds(seconds)));
+}
 
 std::string FormatRfc3339(TimePoint t) {
   std::time_t tt = static_cast<std::time_t>(ToUnix(t));

@@ -52,6 +52,10 @@ TEST(ClockTest, Rfc3339RoundTrip) {
   ASSERT_TRUE(ParseRfc3339("2026-03-29T03:30:00+02:00", t));
   EXPECT_EQ(FormatRfc3339(t), "2026-03-29T01:30:00Z");
   EXPECT_FALSE(ParseRfc3339("2026-13-29T03:30:00Z", t));
+  // Far-future certificate times clamp instead of overflowing.
+  ASSERT_TRUE(ParseRfc3339("9999-12-31T23:59:59Z", t));
+  EXPECT_GT(t, FromUnix(ToUnix(SystemClock::Instance().Now()) + 100LL * 365 * 86400));
+  ASSERT_TRUE(ParseRfc3339("2026-03-29T01:30:00Z", t));
   FakeClock c(t);
   c.Advance(std::chrono::seconds(30));
   EXPECT_EQ(FormatRfc3339(c.Now()), "2026-03-29T01:30:30Z");

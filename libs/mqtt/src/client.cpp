@@ -49,8 +49,7 @@ Expected<PropsPtr> BuildProperties(const Properties& in) {
   }
   if (!in.correlation_data.empty()) {
     if (in.correlation_data.size() > 65535) return fail("correlation data too long");
-    if (mosquitto_property_add_binary(&p, MQTT_PROP_CORRELATION_DATA,
-                                      in.correlation_data.data(),
+    if (mosquitto_property_add_binary(&p, MQTT_PROP_CORRELATION_DATA, in.correlation_data.data(),
                                       static_cast<uint16_t>(in.correlation_data.size())) !=
         MOSQ_ERR_SUCCESS) {
       return fail("correlation data");
@@ -61,9 +60,8 @@ Expected<PropsPtr> BuildProperties(const Properties& in) {
           MOSQ_ERR_SUCCESS) {
     return fail("content type");
   }
-  if (in.message_expiry &&
-      mosquitto_property_add_int32(&p, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, *in.message_expiry) !=
-          MOSQ_ERR_SUCCESS) {
+  if (in.message_expiry && mosquitto_property_add_int32(&p, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
+                                                        *in.message_expiry) != MOSQ_ERR_SUCCESS) {
     return fail("message expiry");
   }
   for (auto& [k, v] : in.user_properties) {
@@ -84,8 +82,7 @@ Properties ReadProperties(const mosquitto_property* props) {
   }
   void* bin = nullptr;
   uint16_t len = 0;
-  if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &bin, &len, false) &&
-      bin) {
+  if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &bin, &len, false) && bin) {
     out.correlation_data.assign(static_cast<const char*>(bin), len);
     free(bin);
   }
@@ -142,7 +139,8 @@ Expected<Url> ParseUrl(const std::string& url) {
     u.port = 1883;
     rest = url.substr(7);
   } else {
-    return MakeError(Errc::kInvalidArgument, "MQTT URL must start with mqtts:// or mqtt://: " + url);
+    return MakeError(Errc::kInvalidArgument,
+                     "MQTT URL must start with mqtts:// or mqtt://: " + url);
   }
   if (!rest.empty() && rest.back() == '/') rest.pop_back();
   if (rest.empty() || rest.find('/') != std::string::npos || rest.find('@') != std::string::npos) {
@@ -151,7 +149,8 @@ Expected<Url> ParseUrl(const std::string& url) {
   std::string port_text;
   if (rest.front() == '[') {
     auto close = rest.find(']');
-    if (close == std::string::npos) return MakeError(Errc::kInvalidArgument, "bad IPv6 literal: " + url);
+    if (close == std::string::npos)
+      return MakeError(Errc::kInvalidArgument, "bad IPv6 literal: " + url);
     u.host = rest.substr(1, close - 1);
     std::string tail = rest.substr(close + 1);
     if (!tail.empty()) {
@@ -174,7 +173,8 @@ Expected<Url> ParseUrl(const std::string& url) {
       return MakeError(Errc::kInvalidArgument, "bad port in MQTT URL: " + url);
     }
     int p = std::stoi(port_text);
-    if (p < 1 || p > 65535) return MakeError(Errc::kInvalidArgument, "bad port in MQTT URL: " + url);
+    if (p < 1 || p > 65535)
+      return MakeError(Errc::kInvalidArgument, "bad port in MQTT URL: " + url);
     u.port = p;
   }
   return u;
@@ -182,10 +182,14 @@ Expected<Url> ParseUrl(const std::string& url) {
 
 const char* StateName(State s) {
   switch (s) {
-    case State::kStopped: return "stopped";
-    case State::kConnecting: return "connecting";
-    case State::kConnected: return "connected";
-    case State::kWaiting: return "waiting";
+    case State::kStopped:
+      return "stopped";
+    case State::kConnecting:
+      return "connecting";
+    case State::kConnected:
+      return "connected";
+    case State::kWaiting:
+      return "waiting";
   }
   return "unknown";
 }
@@ -216,7 +220,8 @@ struct Client::Impl {
   std::string last_reason_text;
 
   explicit Impl(ClientSettings s, Url u)
-      : settings(std::move(s)), url(std::move(u)),
+      : settings(std::move(s)),
+        url(std::move(u)),
         backoff(settings.backoff_base, settings.backoff_cap, settings.backoff_seed) {}
 
   void SetState(State s, int reason_code = 0, std::string reason = {},
@@ -278,7 +283,8 @@ struct Client::Impl {
 
   Expected<MosqPtr> NewHandle() {
     MosqPtr m(mosquitto_new(settings.client_id.c_str(), settings.clean_start, this));
-    if (!m) return MakeError(Errc::kResourceExhausted, "mosquitto_new: " + MosqError(MOSQ_ERR_ERRNO));
+    if (!m)
+      return MakeError(Errc::kResourceExhausted, "mosquitto_new: " + MosqError(MOSQ_ERR_ERRNO));
     mosquitto_int_option(m.get(), MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     mosquitto_threaded_set(m.get(), true);
     mosquitto_connect_v5_callback_set(m.get(), &Impl::OnConnect);
@@ -301,7 +307,8 @@ struct Client::Impl {
       // libmosquitto takes its own reference; ours is released when `ctx` goes out of scope.
       mosquitto_int_option(m.get(), MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
       int rc = mosquitto_void_option(m.get(), MOSQ_OPT_SSL_CTX, ctx->get());
-      if (rc != MOSQ_ERR_SUCCESS) return MakeError(Errc::kInternal, "MOSQ_OPT_SSL_CTX: " + MosqError(rc));
+      if (rc != MOSQ_ERR_SUCCESS)
+        return MakeError(Errc::kInternal, "MOSQ_OPT_SSL_CTX: " + MosqError(rc));
     }
     return m;
   }
@@ -346,8 +353,8 @@ struct Client::Impl {
                                           static_cast<int>(settings.keepalive.count()), nullptr);
         auto started = Clock::now();
         // Connection attempts time out with the keepalive, at least 5 s.
-        auto connect_timeout = std::max<std::chrono::milliseconds>(settings.keepalive,
-                                                                   std::chrono::seconds(5));
+        auto connect_timeout =
+            std::max<std::chrono::milliseconds>(settings.keepalive, std::chrono::seconds(5));
         bool clean_stop = false, reconnect = false;
         while (rc == MOSQ_ERR_SUCCESS) {
           rc = mosquitto_loop(m, 100, 1);
@@ -388,8 +395,8 @@ struct Client::Impl {
               dead = true;
             }
             if (dead) {
-              last_reason_text = std::string("connect: ") +
-                                 (err ? strerror(err) : "connection refused or reset");
+              last_reason_text =
+                  std::string("connect: ") + (err ? strerror(err) : "connection refused or reset");
               rc = MOSQ_ERR_ERRNO;
               break;
             }
@@ -477,7 +484,8 @@ void Client::OnConnection(ConnectionHandler h) { impl_->on_connection = std::mov
 
 Expected<void> Client::Start() {
   std::lock_guard lock(impl_->mu);
-  if (impl_->thread.joinable()) return MakeError(Errc::kFailedPrecondition, "MQTT client already started");
+  if (impl_->thread.joinable())
+    return MakeError(Errc::kFailedPrecondition, "MQTT client already started");
   impl_->stop = false;
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
   return {};
@@ -510,7 +518,8 @@ void Client::SimulateNetworkLoss() {
 Expected<void> Client::Publish(const std::string& topic, const std::string& payload,
                                const PublishOptions& o) {
   if (o.qos < 0 || o.qos > 2) return MakeError(Errc::kInvalidArgument, "qos must be 0, 1 or 2");
-  if (payload.size() > 256u * 1024 * 1024) return MakeError(Errc::kInvalidArgument, "payload too large");
+  if (payload.size() > 256u * 1024 * 1024)
+    return MakeError(Errc::kInvalidArgument, "payload too large");
   auto props = BuildProperties(o.properties);
   if (!props) return MakeError(props.error());
   std::lock_guard lock(impl_->handle_mu);
@@ -542,7 +551,8 @@ Expected<void> Client::Unsubscribe(const std::string& filter) {
   std::lock_guard lock(impl_->handle_mu);
   if (!impl_->mosq) return MakeError(Errc::kUnavailable, "MQTT not connected");
   int rc = mosquitto_unsubscribe_v5(impl_->mosq.get(), nullptr, filter.c_str(), nullptr);
-  if (rc != MOSQ_ERR_SUCCESS) return MakeError(Errc::kUnavailable, "MQTT unsubscribe: " + MosqError(rc));
+  if (rc != MOSQ_ERR_SUCCESS)
+    return MakeError(Errc::kUnavailable, "MQTT unsubscribe: " + MosqError(rc));
   return {};
 }
 

@@ -83,15 +83,20 @@ class Broker {
   explicit Broker(const std::string& dir) : dir_(dir), ca_(dir, "mq") {
     server_ = ca_.Issue("broker", {"IP:127.0.0.1", "DNS:localhost"}, nt::Usage::kServer);
     port_ = FreePort();
-    nt::WriteFile(dir + "/acl", "user observer\ntopic read torwart/#\n\npattern readwrite torwart/d/%c/#\n");
+    nt::WriteFile(dir + "/acl",
+                  "user observer\ntopic read torwart/#\n\npattern readwrite torwart/d/%c/#\n");
     nt::WriteFile(dir + "/mosquitto.conf",
                   "per_listener_settings true\nuser root\npersistence false\n"
                   "log_dest stderr\nlog_type error\n"
-                  "listener " + std::to_string(port_) + " 127.0.0.1\n"
-                  "cafile " + ca_.cert_file() + "\ncertfile " + server_.cert_file +
-                  "\nkeyfile " + server_.key_file +
-                  "\nrequire_certificate true\nuse_identity_as_username true\n"
-                  "tls_version tlsv1.3\nacl_file " + dir + "/acl\n");
+                  "listener " +
+                      std::to_string(port_) +
+                      " 127.0.0.1\n"
+                      "cafile " +
+                      ca_.cert_file() + "\ncertfile " + server_.cert_file + "\nkeyfile " +
+                      server_.key_file +
+                      "\nrequire_certificate true\nuse_identity_as_username true\n"
+                      "tls_version tlsv1.3\nacl_file " +
+                      dir + "/acl\n");
   }
   ~Broker() { Kill(); }
   static bool Available() { return std::filesystem::exists("/usr/sbin/mosquitto"); }
@@ -168,7 +173,9 @@ std::unique_ptr<Client> MakeClient(Broker& b, const std::string& id, Probe& prob
   std::string ca_file = b.ca().cert_file();
   auto pem = issued.cert_pem;
   auto key = std::shared_ptr<EVP_PKEY>(issued.key.release(), EVP_PKEY_free);
-  s.tls = [ca_file, pem, key]() { return MakeMqttTlsContext(ca_file, "127.0.0.1", pem, key.get()); };
+  s.tls = [ca_file, pem, key]() {
+    return MakeMqttTlsContext(ca_file, "127.0.0.1", pem, key.get());
+  };
   auto c = Client::Create(std::move(s));
   EXPECT_TRUE(c) << (c ? "" : c.error().message());
   probe.Attach(**c);
@@ -291,7 +298,9 @@ TEST(MqttClient, UnknownCaIsRefusedAndRetried) {
   std::string ca_file = broker.ca().cert_file();
   auto key = std::shared_ptr<EVP_PKEY>(issued.key.release(), EVP_PKEY_free);
   std::string pem = issued.cert_pem;
-  s.tls = [ca_file, pem, key]() { return MakeMqttTlsContext(ca_file, "127.0.0.1", pem, key.get()); };
+  s.tls = [ca_file, pem, key]() {
+    return MakeMqttTlsContext(ca_file, "127.0.0.1", pem, key.get());
+  };
   auto c = Client::Create(std::move(s));
   ASSERT_TRUE(c);
   ASSERT_TRUE((*c)->Start());

@@ -84,7 +84,8 @@ Expected<std::string> TimeString(TimePoint t) {
   auto day = floor<days>(secs);
   year_month_day ymd{day};
   int y = static_cast<int>(ymd.year());
-  if (y < 1950 || y > 9999) return MakeError(Errc::kInvalidArgument, "grant time out of range");
+  // 2261: system_clock (nanoseconds) ends in April 2262.
+  if (y < 1950 || y > 2261) return MakeError(Errc::kInvalidArgument, "grant time out of range");
   hh_mm_ss hms{secs - day};
   char buf[32];
   std::snprintf(buf, sizeof buf, "%04d%02u%02u%02d%02d%02dZ", y,
@@ -111,7 +112,7 @@ Expected<TimePoint> ParseTime(std::string_view s) {
   }
   year_month_day ymd{year(v[0]), month(static_cast<unsigned>(v[1])),
                      day(static_cast<unsigned>(v[2]))};
-  if (v[0] < 1950 || !ymd.ok() || v[3] > 23 || v[4] > 59 || v[5] > 59) {
+  if (v[0] < 1950 || v[0] > 2261 || !ymd.ok() || v[3] > 23 || v[4] > 59 || v[5] > 59) {
     return MakeError(Errc::kParse, "grant not_after is not a valid time");
   }
   return sys_days(ymd) + hours(v[3]) + minutes(v[4]) + seconds(v[5]);

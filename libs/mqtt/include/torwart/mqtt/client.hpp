@@ -68,9 +68,9 @@ struct Will {
 using TlsContextProvider = std::function<Expected<net::SslCtxPtr>()>;
 
 struct ClientSettings {
-  std::string url;          // see ParseUrl
-  std::string client_id;    // devices: their UUID
-  std::string username;     // optional
+  std::string url;        // see ParseUrl
+  std::string client_id;  // devices: their UUID
+  std::string username;   // optional
   // Required for mqtts://. libmosquitto does no hostname check with a caller's SSL_CTX: the
   // context must verify the peer and its name (MakeDeviceTlsContext does both).
   TlsContextProvider tls;
@@ -91,15 +91,15 @@ const char* StateName(State s);
 
 struct ConnectionEvent {
   State state;
-  int reason_code = 0;      // MQTT 5 CONNACK/DISCONNECT reason, or libmosquitto error code
-  std::string reason;       // human text (TLS errors, refused by broker, ...)
+  int reason_code = 0;  // MQTT 5 CONNACK/DISCONNECT reason, or libmosquitto error code
+  std::string reason;   // human text (TLS errors, refused by broker, ...)
   std::chrono::milliseconds retry_in{0};  // for kWaiting
-  int attempt = 0;          // connection attempts since the last successful connect
+  int attempt = 0;                        // connection attempts since the last successful connect
 };
 
 struct Stats {
   State state = State::kStopped;
-  uint64_t connects = 0;          // successful connections (CONNACK success) so far
+  uint64_t connects = 0;  // successful connections (CONNACK success) so far
   uint64_t connect_attempts = 0;
   std::string last_error;
   int attempt = 0;
