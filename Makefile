@@ -31,8 +31,16 @@ test: unit fuzz system
 run: build
 	@scripts/run-demo $(BUILD_DIR)
 
+# Benchmarks print one JSON line per figure (ratios against their peers) into bench/results/.
+# Not part of `make test`: timings on shared machines are for side-by-side ratios only.
 bench: build
-	@echo "benchmarks arrive with the control-channel and tunnel work (see bench/README.md)"
+	@mkdir -p bench/results
+	@echo "P1: policy decisions (1k rules x 10k targets)"
+	@$(BUILD_DIR)/bench/bench_p1_policy | tee bench/results/P1.json
+	@echo "A1: audit append, group commit vs one fsync per record (64 writers)"
+	@$(BUILD_DIR)/bench/bench_a1_audit | tee bench/results/A1.json
+	@echo "Q1: mutual-TLS MQTT connects, torwart broker + plugin vs plain Mosquitto (200 devices)"
+	@bench/q1_prepare $(BUILD_DIR) $${Q1_DEVICES:-200} $${Q1_RATE:-500} | tee bench/results/Q1.json
 
 clean:
 	rm -rf build var

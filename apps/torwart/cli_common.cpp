@@ -105,30 +105,16 @@ std::string Api::CallRaw(const std::string& method, const std::string& path) {
 }
 
 json Api::Call(const std::string& method, const std::string& path, const json& body) {
-    http::ClientSettings cs;
-    cs.base_url = server_;
-    cs.ca_file = ca_;
-    http::Client c(cs);
-    std::map<std::string, std::string> h{{"accept", "application/json"}};
-    if (!token_.empty()) h["authorization"] = "Bearer " + token_;
-    std::string b;
-    if (!body.is_null()) {
-      h["content-type"] = "application/json";
-      b = body.dump();
+  auto [status, j] = Try(method, path, body);
+  if (status >= 400) {
+    std::string msg = "server answered " + std::to_string(status);
+    if (j.is_object() && j.contains("error")) {
+      msg = j["error"].value("message", msg);
+      if (j["error"].value("code", "") == "unauthenticated") msg += " (run `torwart login`)";
     }
-    auto r = c.Send(method, path, h, b);
-    if (!r) Die(r.error().message());
-    json j = json::parse(r->body, nullptr, false);
-    if (r->status >= 400) {
-      std::string msg = "server answered " + std::to_string(r->status);
-      if (!j.is_discarded() && j.contains("error")) {
-        msg = j["error"].value("message", msg);
-        if (j["error"].value("code", "") == "unauthenticated") msg += " (run `torwart login`)";
-      }
-      Die(msg, r->status == 401 || r->status == 403 ? 3 : 1);
-    }
-    if (j.is_discarded()) Die("server sent a response that is not JSON");
-    return j;
+    Die(msg, status == 401 || status == 403 ? 3 : 1);
+  }
+  return j;
 }
 
 std::pair<int, json> Api::Try(const std::string& method, const std::string& path,

@@ -171,13 +171,7 @@ Expected<std::optional<std::string>> AuthService::BootstrapAdmin() {
   if (auto r = ctx_.store->users().Create(u); !r) {
     return MakeError(r.error().WithContext("creating the first admin"));
   }
-  audit::Event e;
-  e.time = ctx_.clock->Now();
-  e.actor_type = audit::ActorType::kSystem;
-  e.actor = "torwartd";
-  e.source = "local";
-  e.category = "user";
-  e.type = "user.bootstrap_admin";
+  audit::Event e = MakeSystemEvent(ctx_, "user", "user.bootstrap_admin");
   e.target = "admin";
   e.reason = "first start: one-time password issued";
   e.details = "{}";

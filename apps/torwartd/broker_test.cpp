@@ -97,7 +97,9 @@ TEST(Broker, StateFileListsExactlyTheCertificatesThatMayConnect) {
     c.not_after = clock.Now() + left;
     c.pem = "-";
     EXPECT_TRUE(ctx.store->certificates().Insert(c));
-    if (revoked) EXPECT_TRUE(ctx.store->certificates().Revoke(serial, 1, clock.Now()));
+    if (revoked) {
+      EXPECT_TRUE(ctx.store->certificates().Revoke(serial, 1, clock.Now()));
+    }
   };
   const std::string good = add_device("good", "enrolled"), gone = add_device("gone", "revoked");
   add_cert(good, "0a01", std::chrono::hours(1), false);

@@ -16,6 +16,25 @@ audit::Event MakeEvent(const Context& ctx, const http::Request& req, std::string
   return e;
 }
 
+audit::Event MakeSystemEvent(const Context& ctx, std::string category, std::string type) {
+  audit::Event e;
+  e.time = ctx.clock->Now();
+  e.actor_type = audit::ActorType::kSystem;
+  e.actor = "torwartd";
+  e.source = "local";
+  e.category = std::move(category);
+  e.type = std::move(type);
+  e.details = "{}";
+  return e;
+}
+
+Expected<void> AuditSystem(const Context& ctx, std::string category, std::string type,
+                           std::string details) {
+  audit::Event e = MakeSystemEvent(ctx, std::move(category), std::move(type));
+  e.details = std::move(details);
+  return Audit(ctx, std::move(e));
+}
+
 audit::Event MakeUserEvent(const Context& ctx, const http::Request& req, const Principal& who,
                            std::string category, std::string type) {
   audit::Event e = MakeEvent(ctx, req, std::move(category), std::move(type));

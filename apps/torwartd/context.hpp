@@ -39,6 +39,11 @@ struct Context {
 // Builds an audit event with time and source filled from the request.
 audit::Event MakeEvent(const Context& ctx, const http::Request& req, std::string category,
                        std::string type);
+// An event by torwartd itself: actor_type system, actor "torwartd", source "local".
+audit::Event MakeSystemEvent(const Context& ctx, std::string category, std::string type);
+// Appends a system event; failures are logged by Audit() and returned.
+Expected<void> AuditSystem(const Context& ctx, std::string category, std::string type,
+                           std::string details);
 // Same, with the authenticated user as actor.
 audit::Event MakeUserEvent(const Context& ctx, const http::Request& req, const Principal& who,
                            std::string category, std::string type);

@@ -40,17 +40,6 @@ bool PortOpen(const std::string& address, uint16_t port) {
   return ok;
 }
 
-void AuditBroker(Context& ctx, const std::string& type, const std::string& details) {
-  audit::Event e;
-  e.time = ctx.clock->Now();
-  e.actor_type = audit::ActorType::kSystem;
-  e.actor = "torwartd";
-  e.source = "local";
-  e.category = "server";
-  e.type = type;
-  e.details = details;
-  (void)Audit(ctx, e);
-}
 
 // torwartd's client certificate for the broker, kept in <data>/broker/client.{pem,key} and
 // reissued when less than 30 days are left (so an external broker can be configured for it).
@@ -136,7 +125,7 @@ Expected<std::unique_ptr<ControlChannel>> StartControlChannel(Context& ctx, PkiS
     });
     ch->supervisor_ = std::make_unique<MosquittoSupervisor>(
         *plan, [&ctx](const std::string& type, const std::string& details) {
-          AuditBroker(ctx, type, details);
+          (void)AuditSystem(ctx, "server", type, details);
         });
     if (auto r = ch->supervisor_->Start(); !r) return MakeError(r.error().WithContext("broker"));
     ControlChannelImpl* raw = ch.get();

@@ -46,13 +46,7 @@ Expected<void> SetUpDemoIfRequested(Context& ctx) {
   e.created = ctx.clock->Now();
   e.expires = e.created + std::chrono::hours(1);
   if (auto r = ctx.store->enrollments().Create(e); !r) return MakeError(r.error());
-  audit::Event ev;
-  ev.time = ctx.clock->Now();
-  ev.actor_type = audit::ActorType::kSystem;
-  ev.actor = "torwartd";
-  ev.source = "local";
-  ev.category = "device";
-  ev.type = "device.enrollment_secret";
+  audit::Event ev = MakeSystemEvent(ctx, "device", "device.enrollment_secret");
   ev.target = kDemoDevice;
   ev.reason = "demo mode (--demo)";
   ev.details = nlohmann::json{{"device_id", d->id}, {"reference", e.reference}}.dump();

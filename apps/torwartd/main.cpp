@@ -78,17 +78,6 @@ class BadInputAuditor {
   int64_t suppressed_ = 0;
 };
 
-void AuditSystem(server::Context& ctx, const std::string& type, const std::string& details) {
-  audit::Event e;
-  e.time = ctx.clock->Now();
-  e.actor_type = audit::ActorType::kSystem;
-  e.actor = "torwartd";
-  e.source = "local";
-  e.category = "server";
-  e.type = type;
-  e.details = details;
-  (void)server::Audit(ctx, e);
-}
 
 int Serve(server::ServerConfig cfg) {
   std::error_code ec;
@@ -212,7 +201,7 @@ int Serve(server::ServerConfig cfg) {
     f << nlohmann::json{{"url", url}, {"ca", (*pki)->ca_chain_file()}, {"pid", getpid()}}.dump()
       << "\n";
   }
-  AuditSystem(ctx, "server.start", nlohmann::json{{"url", url}, {"version", "0.1.0"}}.dump());
+  (void)server::AuditSystem(ctx, "server", "server.start", nlohmann::json{{"url", url}, {"version", "0.1.0"}}.dump());
   log::info("torwartd listening on {} (data in {})", url, cfg.data_dir);
 
   if (admin->has_value()) {
@@ -255,7 +244,7 @@ int Serve(server::ServerConfig cfg) {
   webhooks.Stop();
   server.Stop();
   control->reset();  // the registry, then the broker
-  AuditSystem(ctx, "server.stop", nlohmann::json{{"signal", sig}}.dump());
+  (void)server::AuditSystem(ctx, "server", "server.stop", nlohmann::json{{"signal", sig}}.dump());
   audit_service.Stop();  // drains the writer and signs a final checkpoint
   return 0;
 }

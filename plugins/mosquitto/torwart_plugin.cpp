@@ -16,6 +16,8 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 extern "C" {
 #include <mosquitto.h>
@@ -226,6 +228,8 @@ int OnTick(int, void*, void* userdata) {
     if (now_ms - p.last_check_ms < 250) return MOSQ_ERR_SUCCESS;
     p.last_check_ms = now_ms;
     MaybeReload(p, false);
+    // Collect first, kick after: kicking runs our DISCONNECT callback, which edits the map.
+    std::vector<std::pair<std::string, const char*>> kicks;
     for (auto it = p.connected.begin(); it != p.connected.end();) {
       auto found = p.state.certs.find(it->second.serial);
       const char* why = nullptr;
@@ -235,14 +239,16 @@ int OnTick(int, void*, void* userdata) {
         why = "certificate expired";
       }
       if (why) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "torwart: disconnecting %s: %s", it->first.c_str(),
-                             why);
-        // with_will: the server learns "offline" from the device's last will.
-        mosquitto_kick_client_by_clientid(it->first.c_str(), true);
+        kicks.emplace_back(it->first, why);
         it = p.connected.erase(it);
       } else {
         ++it;
       }
+    }
+    for (const auto& [id, why] : kicks) {
+      mosquitto_log_printf(MOSQ_LOG_NOTICE, "torwart: disconnecting %s: %s", id.c_str(), why);
+      // with_will: the server learns "offline" from the device's last will.
+      mosquitto_kick_client_by_clientid(id.c_str(), true);
     }
   } catch (...) {
   }

@@ -58,6 +58,9 @@ TABLE = {
     ("GET", "/api/v1/devices/{name}"): Rule(roles("admin", "operator", "approver", "auditor")),
     ("POST", "/api/v1/devices/{name}/enrollment"): Rule(roles("admin", "operator")),
     ("POST", "/api/v1/devices/{name}/revoke"): Rule(roles("admin", "operator")),
+    # control channel (device_registry.cpp)
+    ("POST", "/api/v1/devices/{name}/ping"): Rule(roles("admin", "operator")),
+    ("GET", "/.well-known/torwart/agent.json"): Rule(PUBLIC),  # where agents find the broker
     # audit (api.cpp, audit_api.cpp)
     ("GET", "/api/v1/audit"): Rule(roles("admin", "auditor")),
     ("GET", "/api/v1/audit/status"): Rule(roles("admin", "auditor")),
@@ -94,6 +97,7 @@ TABLE = {
     ("GET", "/pki/crl"): Rule(PUBLIC),
     ("GET", "/pki/ca"): Rule(PUBLIC),
     ("POST", "/.well-known/cmp"): Rule(PUBLIC),  # protected at message level (PBMAC/signature)
+    ("POST", "/.well-known/cmp/p/{label}"): Rule(PUBLIC),
     ("GET", "/.well-known/est/cacerts"): Rule(PUBLIC),
     ("POST", "/.well-known/est/simpleenroll"): Rule(DEVICE),
     ("POST", "/.well-known/est/simplereenroll"): Rule(DEVICE),

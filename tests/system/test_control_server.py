@@ -129,6 +129,10 @@ class Peer:
         info.wait_for_publish(5)
 
 
+def broker_exits(server):
+    return server.db("SELECT details FROM audit WHERE type = 'broker.exit'")
+
+
 def status(uuid, state="online"):
     return json.dumps({"v": 1, "state": state, "agent_version": "test", "ts": int(time.time())})
 
@@ -144,6 +148,9 @@ def fleet(server, admin, tmp_path):
     time.sleep(0.3)
     yield a, b, spy
     spy.stop()
+    # Nothing a device did may have crashed the broker (a crash would also "disconnect" it).
+    if "restarted" not in os.environ.get("PYTEST_CURRENT_TEST", ""):
+        assert broker_exits(server) == []
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -227,9 +234,12 @@ def test_revoked_device_is_disconnected_within_5s_and_cannot_reconnect(server, a
     admin.run("device", "revoke", "dev-a", "--reason", "keyCompromise")
     wait_for(lambda: dev.disconnected_at, timeout=10, what="the broker to drop dev-a")
     assert dev.disconnected_at - t0 <= 5.0, dev.disconnected_at - t0
-    # The kick publishes the last will: the registry shows the device offline.
+    # The kick publishes the last will: the registry shows the device offline (a live
+    # transition, audited), and the broker did not crash doing it.
     wait_for(lambda: not admin.run("device", "show", "dev-a", json_out=True).get("online"),
              what="dev-a offline in the registry")
+    assert ("device.offline",) in server.db("SELECT type FROM audit WHERE actor = ?", a_id)
+    assert broker_exits(server) == []
     dev.stop()
     again = Peer(server, a_cert, a_key, a_id, dport).start(wait=False)
     assert again.refused.wait(10) or not again.connected.wait(3)
@@ -255,6 +265,7 @@ def test_expired_certificate_is_disconnected_and_refused(make_server, tmp_path):
     # Dropped at (not long after) the expiry, not before it (the cert started 60 s back-dated
     # lifetime: notBefore = now - 60 s, notAfter = now + 15 s).
     assert dev.disconnected_at >= end - 3, not_after
+    assert broker_exits(server) == []
     dev.stop()
     p = run(["mosquitto_pub", *clients_args(server, cert, key, d_id, dport), "-t",
              f"torwart/d/{d_id}/status", "-m", status(d_id)], check=False)
