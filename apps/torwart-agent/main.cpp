@@ -766,6 +766,13 @@ int main(int argc, char** argv) {
   auto* pin_cmd = app.add_subcommand("pin", "enter the PIN of a PIN-protected key (prompted, or one line on stdin) for the running agent");
 
   CLI11_PARSE(app, argc, argv);
+  // State paths end up in files (agent.json, key store): keep them absolute, so a relative
+  // --state-dir works the same from any working directory.
+  {
+    std::error_code ec;
+    auto abs = fs::absolute(o.state_dir, ec);
+    if (!ec) o.state_dir = abs.lexically_normal().string();
+  }
   if (o.pin.empty()) {
     if (const char* p = std::getenv("TORWART_AGENT_PIN")) o.pin = p;
   }

@@ -91,7 +91,8 @@ def test_offline_root_export(server, tmp_path):
 
 
 def test_make_run_script_prints_password_and_next_steps(tmp_path):
-    env = dict(os.environ, TORWART_DATA_DIR=str(tmp_path / "data"), TORWART_LISTEN="127.0.0.1:0")
+    env = dict(os.environ, TORWART_DATA_DIR=str(tmp_path / "data"), TORWART_LISTEN="127.0.0.1:0",
+               TORWART_BROKER_LISTEN="127.0.0.1:0")
     p = subprocess.Popen([str(ROOT / "scripts" / "run-demo"), str(BUILD)], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
@@ -109,3 +110,4 @@ def test_make_run_script_prints_password_and_next_steps(tmp_path):
     assert "one-time password" in out, out
     assert "torwart login --server https://127.0.0.1:" in out, out
     assert "device add" in out and "torwart-agent" in out
+    assert "enrollment failed" not in out, out  # the demo agent enrolled
