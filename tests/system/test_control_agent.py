@@ -262,37 +262,33 @@ def netns():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def test_network_cut_in_namespace(server, admin, agents, netns, tmp_path):
-    """The agent runs in its own network namespace, reaching the broker over a veth pair; the
-    host side of the veth goes down for 20 s. The broker publishes the last will (offline) and
-    the agent reconnects on its own afterwards. Observed through the broker, as the server sees
-    it (a Mosquitto with torwartd's CA and certificate on the veth address)."""
-    pytest.importorskip("paho.mqtt.client")
-    broker = PlainBroker(server, tmp_path, host=netns["host_ip"]).start()
-    obs = Observer(broker.obs_port)
-    try:
-        a = agents("gw-3")
-        dev = a.enroll(server, admin)  # on the host; only `run` lives in the namespace
-        t = f"torwart/d/{dev['id']}/status"
-        # The broker certificate names 127.0.0.1, not the veth address: verify that name.
-        a.start("--mqtt-url", broker.url, "--mqtt-server-name", "127.0.0.1",
-                prefix=("ip", "netns", "exec", netns["ns"]))
-        wait_for(lambda: (obs.last(t) or {}).get("state") == "online", timeout=30,
-                 what="online through the veth")
-        subprocess.run(["ip", "link", "set", netns["host_if"], "down"], check=True)
-        cut = time.time()
-        # Keepalive 5 s: the broker gives up after 1.5 x keepalive and publishes the last will.
-        wait_for(lambda: (obs.last(t) or {}).get("state") == "offline", timeout=18,
-                 what="offline (last will) during the cut")
-        assert a.status()["connection"]["state"] != "connected"
-        time.sleep(max(0, 20 - (time.time() - cut)))
-        subprocess.run(["ip", "link", "set", netns["host_if"], "up"], check=True)
-        wait_for(lambda: (obs.last(t) or {}).get("state") == "online", timeout=30,
-                 what="online again after the cut")
-        assert a.status()["connection"]["connects"] >= 2
-    finally:
-        obs.stop()
-        broker.kill()
+def test_network_cut_in_namespace(make_server, agents, netns, tmp_path):
+    """The agent runs in its own network namespace and reaches torwartd's managed broker over a
+    veth pair; the host side of the veth goes down for 20 s. torwartd's registry shows the device
+    offline during the cut (the broker's last will), and the agent reconnects on its own."""
+    port = free_port()
+    server = make_server("--broker-listen", f"{netns['host_ip']}:{port}")
+    admin = admin_cli(server, tmp_path)
+    a = agents("gw-3")
+    a.enroll(server, admin)  # on the host; only `run` lives in the namespace
+
+    def online():
+        return bool(admin.run("device", "show", "gw-3", json_out=True).get("online"))
+
+    # The broker certificate names 127.0.0.1, not the veth address: verify that name.
+    a.start("--mqtt-url", f"mqtts://{netns['host_ip']}:{port}", "--mqtt-server-name", "127.0.0.1",
+            prefix=("ip", "netns", "exec", netns["ns"]))
+    wait_for(online, timeout=30, what="online in torwartd's registry through the veth")
+    subprocess.run(["ip", "link", "set", netns["host_if"], "down"], check=True)
+    cut = time.time()
+    # Keepalive 5 s: the broker gives up after 1.5 x keepalive and publishes the last will.
+    wait_for(lambda: not online(), timeout=18, what="offline in torwartd's registry during the cut")
+    assert a.status()["connection"]["state"] != "connected"
+    time.sleep(max(0, 20 - (time.time() - cut)))
+    assert not online()
+    subprocess.run(["ip", "link", "set", netns["host_if"], "up"], check=True)
+    wait_for(online, timeout=40, what="online again after the cut")
+    assert a.status()["connection"]["connects"] >= 2
 
 
 # --- 6: reconnect spread of a swarm ----------------------------------------------------------------
