@@ -6,6 +6,10 @@ FUZZ_DIR ?= build/fuzz
 JOBS ?= $(shell nproc)
 PYTEST ?= /usr/bin/python3 -m pytest
 
+# ccache (when installed) may reuse objects across clones in different directories.
+export CCACHE_BASEDIR ?= $(CURDIR)
+export CCACHE_NOHASHDIR ?= 1
+
 all: build
 
 deps:
