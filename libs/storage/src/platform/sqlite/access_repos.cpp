@@ -15,18 +15,6 @@ struct Locked {
   std::unique_ptr<Connection>& conn;
 };
 
-template <class T, class Read>
-Expected<std::vector<T>> AllRows(Statement& st, Read read) {
-  std::vector<T> out;
-  while (true) {
-    auto row = st.Step();
-    if (!row) return MakeError(row.error());
-    if (!*row) return out;
-    auto item = read(st);
-    if (!item) return MakeError(item.error());
-    out.push_back(std::move(*item));
-  }
-}
 
 // --- policy versions ---
 
@@ -111,7 +99,7 @@ class SqlitePolicyRepo final : public PolicyRepo {
         "ORDER BY version DESC",
         "listing policy versions");
     if (!st) return MakeError(st.error());
-    return AllRows<PolicyVersion>(*st, ReadPolicy);
+    return ReadAll<PolicyVersion>(*st, ReadPolicy);
   }
 
  private:
@@ -267,7 +255,7 @@ class SqliteAccessRepo final : public AccessRepo {
     auto st = db_.conn->Prepare(kSql.c_str(), "listing access requests");
     if (!st) return MakeError(st.error());
     st->Bind(1, requester).Bind(2, status).Bind(3, int64_t{limit});
-    return AllRows<AccessRequest>(*st, ReadAccess);
+    return ReadAll<AccessRequest>(*st, ReadAccess);
   }
 
  private:
@@ -320,7 +308,7 @@ class SqliteOutboxRepo final : public OutboxRepo {
     auto st = db_.conn->Prepare(kSql.c_str(), "reading due webhooks");
     if (!st) return MakeError(st.error());
     st->BindTime(1, now).Bind(2, int64_t{limit});
-    return AllRows<OutboxItem>(*st, ReadOutbox);
+    return ReadAll<OutboxItem>(*st, ReadOutbox);
   }
 
   Expected<void> Record(const OutboxItem& o) override {
@@ -346,7 +334,7 @@ class SqliteOutboxRepo final : public OutboxRepo {
     auto st = db_.conn->Prepare(kSql.c_str(), "listing webhooks");
     if (!st) return MakeError(st.error());
     st->Bind(1, int64_t{limit});
-    return AllRows<OutboxItem>(*st, ReadOutbox);
+    return ReadAll<OutboxItem>(*st, ReadOutbox);
   }
 
  private:

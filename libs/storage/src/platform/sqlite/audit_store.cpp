@@ -39,18 +39,6 @@ Expected<audit::Record> ReadRecord(const Statement& st) {
   return r;
 }
 
-template <class T>
-Expected<std::vector<T>> All(Statement& st, Expected<T> (*read)(const Statement&)) {
-  std::vector<T> out;
-  while (true) {
-    auto row = st.Step();
-    if (!row) return MakeError(row.error());
-    if (!*row) return out;
-    auto item = read(st);
-    if (!item) return MakeError(item.error());
-    out.push_back(std::move(*item));
-  }
-}
 
 Expected<AuditHold> ReadHold(const Statement& st) {
   AuditHold h;
@@ -117,7 +105,7 @@ class SqliteAuditStore final : public AuditStore {
     if (!st) return MakeError(st.error());
     st->Bind(1, q.after_seq).BindTime(2, q.since).BindTime(3, q.until).Bind(4, q.actor);
     st->Bind(5, q.target).Bind(6, q.type_prefix).Bind(7, q.category).Bind(8, int64_t{q.limit});
-    auto records = All<audit::Record>(*st, ReadRecord);
+    auto records = ReadAll<audit::Record>(*st, ReadRecord);
     if (!records) return MakeError(records.error());
     std::vector<audit::Event> out;
     out.reserve(records->size());
@@ -137,7 +125,7 @@ class SqliteAuditStore final : public AuditStore {
     auto st = conn_->Prepare(kSql.c_str(), "reading audit records");
     if (!st) return MakeError(st.error());
     st->Bind(1, after_seq).Bind(2, int64_t{limit});
-    return All<audit::Record>(*st, ReadRecord);
+    return ReadAll<audit::Record>(*st, ReadRecord);
   }
 
   Expected<void> AddCheckpoint(const audit::Checkpoint& c) override {
@@ -157,7 +145,7 @@ class SqliteAuditStore final : public AuditStore {
         "SELECT seq, time_us, hash, key_id, signature FROM audit_checkpoints ORDER BY seq",
         "reading audit checkpoints");
     if (!st) return MakeError(st.error());
-    return All<audit::Checkpoint>(*st, [](const Statement& s) -> Expected<audit::Checkpoint> {
+    return ReadAll<audit::Checkpoint>(*st, [](const Statement& s) -> Expected<audit::Checkpoint> {
       audit::Checkpoint c;
       c.seq = s.Int(0);
       c.time = s.Time(1);
@@ -254,7 +242,7 @@ class SqliteAuditStore final : public AuditStore {
         "FROM audit_holds ORDER BY id",
         "listing legal holds");
     if (!st) return MakeError(st.error());
-    return All<AuditHold>(*st, ReadHold);
+    return ReadAll<AuditHold>(*st, ReadHold);
   }
 
   Expected<int64_t> UsedBytes() override {
@@ -345,7 +333,7 @@ class SqliteAuditStore final : public AuditStore {
       auto st = conn_->Prepare(kSql.c_str(), "sealing audit");
       if (!st) return MakeError(st.error());
       st->Bind(1, from);
-      auto all = All<audit::Record>(*st, ReadRecord);
+      auto all = ReadAll<audit::Record>(*st, ReadRecord);
       if (!all) return MakeError(all.error());
       legacy = std::move(*all);
     }

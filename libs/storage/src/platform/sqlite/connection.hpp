@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "torwart/core/clock.hpp"
 #include "torwart/core/error.hpp"
@@ -91,6 +92,21 @@ class Connection {
   sqlite3* db_;
   std::map<std::string, sqlite3_stmt*, std::less<>> cache_;
 };
+
+// Every row of a stepped statement, each turned into a T by `read` (a function taking the
+// Statement and returning Expected<T>); the first error stops the walk.
+template <class T, class Read>
+Expected<std::vector<T>> ReadAll(Statement& st, Read read) {
+  std::vector<T> out;
+  while (true) {
+    auto row = st.Step();
+    if (!row) return MakeError(row.error());
+    if (!*row) return out;
+    auto item = read(st);
+    if (!item) return MakeError(item.error());
+    out.push_back(std::move(*item));
+  }
+}
 
 // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back if it fails. IMMEDIATE takes the
 // write lock up front so concurrent writers wait on the busy timeout instead of failing.

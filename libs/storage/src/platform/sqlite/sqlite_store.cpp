@@ -49,18 +49,6 @@ Expected<T> One(Statement& st, RowReader<T> read, std::string not_found) {
   return read(st);
 }
 
-template <class T>
-Expected<std::vector<T>> All(Statement& st, RowReader<T> read) {
-  std::vector<T> out;
-  while (true) {
-    auto row = st.Step();
-    if (!row) return MakeError(row.error());
-    if (!*row) return out;
-    auto item = read(st);
-    if (!item) return MakeError(item.error());
-    out.push_back(std::move(*item));
-  }
-}
 
 // Runs a statement that must change exactly one row; kNotFound (with `not_found`) otherwise.
 Expected<void> RunOne(Connection& conn, Statement& st, std::string not_found) {
@@ -146,7 +134,7 @@ class SqliteUserRepo final : public UserRepo {
     std::lock_guard lock(db_.mu);
     auto st = db_.conn->Prepare(kSql.c_str(), "listing users");
     if (!st) return MakeError(st.error());
-    return All<User>(*st, ReadUser);
+    return ReadAll<User>(*st, ReadUser);
   }
 
   Expected<int64_t> Count() override {
@@ -328,7 +316,7 @@ class SqliteDeviceRepo final : public DeviceRepo {
     std::lock_guard lock(db_.mu);
     auto st = db_.conn->Prepare(kSql.c_str(), "listing devices");
     if (!st) return MakeError(st.error());
-    return All<Device>(*st, ReadDevice);
+    return ReadAll<Device>(*st, ReadDevice);
   }
 
  private:
@@ -471,7 +459,7 @@ class SqliteCertificateRepo final : public CertificateRepo {
     auto st = db_.conn->Prepare(kSql.c_str(), "listing certificates of device");
     if (!st) return MakeError(st.error());
     st->Bind(1, device_id);
-    return All<Certificate>(*st, ReadCertificate);
+    return ReadAll<Certificate>(*st, ReadCertificate);
   }
 
   Expected<void> Revoke(const std::string& serial, int reason, TimePoint when) override {
@@ -504,7 +492,7 @@ class SqliteCertificateRepo final : public CertificateRepo {
     auto st = db_.conn->Prepare(kSql.c_str(), "listing revoked certificates");
     if (!st) return MakeError(st.error());
     st->BindTime(1, now);
-    return All<Certificate>(*st, ReadCertificate);
+    return ReadAll<Certificate>(*st, ReadCertificate);
   }
 
  private:
