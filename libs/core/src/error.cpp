@@ -22,6 +22,7 @@ class Category final : public std::error_category {
       case Errc::kParse: return "malformed input";
       case Errc::kIo: return "I/O error";
       case Errc::kInternal: return "internal error";
+      case Errc::kDataLoss: return "data loss";
     }
     return "unknown error";
   }

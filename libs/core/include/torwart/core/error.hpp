@@ -31,6 +31,7 @@ enum class Errc {
   kParse,                 // malformed data
   kIo,                    // file system or database failure
   kInternal,              // broken invariant of our own
+  kDataLoss,              // stored data damaged or tampered with (hash chain, signature)
 };
 
 const std::error_category& TorwartCategory() noexcept;
