@@ -17,6 +17,7 @@ BUILD = Path(os.environ.get("TORWART_BUILD_DIR", ROOT / "build" / "dev"))
 TORWARTD = BUILD / "apps" / "torwartd" / "torwartd"
 TORWART = BUILD / "apps" / "torwart" / "torwart"
 AGENT = BUILD / "apps" / "torwart-agent" / "torwart-agent"
+PLCSIM = BUILD / "tools" / "plcsim" / "plcsim"
 NEW_ADMIN_PASSWORD = "correct horse battery staple"
 
 
@@ -28,6 +29,8 @@ class Server:
                      "--log-level", "warn", *extra_args]
         if "--broker-listen" not in self.args:  # the managed MQTT broker: a free port per test
             self.args += ["--broker-listen", "127.0.0.1:0"]
+        if "--relay-listen" not in self.args:  # the tunnel relay: a free port per test
+            self.args += ["--relay-listen", "127.0.0.1:0"]
         if config is not None:
             cfg = tmp / "torwartd.toml"
             cfg.write_text(config)
