@@ -20,7 +20,9 @@ using nlohmann::json;
 
 const std::set<std::string, std::less<>>& KnownOps() {
   static const std::set<std::string, std::less<>> ops = {
-      "status", "connect", "disconnect", "profile.list", "profile.use", "pin"};
+      "status", "connect", "disconnect", "profile.list", "profile.use", "pin",
+      // tunnels (docs/design/agent-tunnels.md)
+      "sessions.list", "sessions.kill", "consent.set", "consent.changed"};
   return ops;
 }
 
@@ -119,6 +121,39 @@ Expected<Request> ParseRequest(std::string_view line) {
     const auto& pin = r.args["pin"].get_ref<const std::string&>();
     if (pin.empty() || pin.size() > 256 || pin.find('\0') != std::string::npos) {
       return MakeError(Errc::kInvalidArgument, "PIN must be 1-256 bytes without NUL");
+    }
+  } else if (r.op == "consent.set") {
+    if (auto ok = only({"on", "until"}); !ok) return MakeError(ok.error());
+    if (!r.args.contains("on") || !r.args["on"].is_boolean()) {
+      return MakeError(Errc::kInvalidArgument, "consent.set needs args.on (true or false)");
+    }
+    bool on = r.args["on"].get<bool>();
+    if (on != r.args.contains("until")) {
+      return MakeError(Errc::kInvalidArgument,
+                       "consent.set: args.until (Unix seconds) goes with on = true, only");
+    }
+    if (on && (!r.args["until"].is_number_integer() || r.args["until"].get<int64_t>() <= 0)) {
+      return MakeError(Errc::kInvalidArgument, "consent.set: args.until must be Unix seconds");
+    }
+  } else if (r.op == "sessions.kill") {
+    if (auto ok = only({"id", "all"}); !ok) return MakeError(ok.error());
+    bool has_id = r.args.contains("id"), all = r.args.contains("all");
+    if (has_id == all) {
+      return MakeError(Errc::kInvalidArgument,
+                       "sessions.kill needs args.id or args.all (not both)");
+    }
+    if (all && !(r.args["all"].is_boolean() && r.args["all"].get<bool>())) {
+      return MakeError(Errc::kInvalidArgument, "sessions.kill: args.all must be true");
+    }
+    if (has_id) {
+      const json& id = r.args["id"];
+      if (!id.is_string() || id.get_ref<const std::string&>().size() != 19 ||
+          id.get_ref<const std::string&>().rfind("st-", 0) != 0 ||
+          id.get_ref<const std::string&>().find_first_not_of("0123456789abcdef", 3) !=
+              std::string::npos) {
+        return MakeError(Errc::kInvalidArgument,
+                         "sessions.kill: args.id must be a stream id (st- and 16 hex digits)");
+      }
     }
   } else {
     if (auto ok = only({}); !ok) return MakeError(ok.error());

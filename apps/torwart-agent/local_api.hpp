@@ -22,7 +22,8 @@ namespace torwart::agent {
 inline constexpr size_t kMaxRequestBytes = 64 * 1024;
 
 struct Request {
-  std::string op;       // status | connect | disconnect | profile.list | profile.use | pin
+  std::string op;       // status | connect | disconnect | profile.list | profile.use | pin |
+                        // sessions.list | sessions.kill | consent.set | consent.changed
   nlohmann::json args;  // object; op-specific
   nlohmann::json id;    // echoed back if present (string or number), else null
 };

@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -20,9 +21,11 @@
 #include <sstream>
 #include <thread>
 
+#include "gateway_state.hpp"
 #include "local_api.hpp"
 #include "profiles.hpp"
 #include "session.hpp"
+#include "site_config.hpp"
 #include "torwart/core/clock.hpp"
 #include "torwart/core/config.hpp"
 #include "torwart/core/ids.hpp"
@@ -34,6 +37,7 @@
 #include "torwart/pki/fingerprint.hpp"
 #include "torwart/pki/key_store.hpp"
 #include "torwart/pki/x509.hpp"
+#include "tunnels.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -266,6 +270,7 @@ struct RunSettings {
   std::chrono::seconds health_interval{60};
   std::chrono::seconds inventory_interval{300};
   std::string inventory_dir;
+  std::string site_config;  // default <state-dir>/site.toml (docs/design/agent-tunnels.md)
 };
 
 // The agent config file (TOML, strict: unknown keys are errors). Flags given on the command
@@ -304,43 +309,62 @@ struct Runtime {
   std::string pending_profile;  // set by profile.use, applied by the renewal loop
   std::string mqtt_error;       // why there is no session (no address, ...)
   bool needs_pin = false;
+  // Tunnels of the current profile (shared: local API threads use it outside `mu`, because its
+  // hooks may need the key cache, which takes `mu`).
+  std::shared_ptr<agent::TunnelManager> tunnels;
+  std::string tunnels_error;
 };
+
+// The device key from the key store, opened once and kept (a PKCS#11 engine key needs its store
+// alive), shared by the control channel's TLS, the tunnels and the recording uploads.
+struct KeyCache {
+  std::mutex mu;
+  std::unique_ptr<pki::KeyStore> store;
+  pki::EvpPkeyPtr key;
+  std::string pin;
+};
+
+// A new reference to the cached key; (re)opens the store when there is none or a new PIN came.
+Expected<pki::EvpPkeyPtr> CachedDeviceKey(KeyCache& cache, const Options& po, const AgentState& s,
+                                          Runtime* rt) {
+  std::lock_guard cl(cache.mu);
+  Options o2 = po;
+  {
+    std::lock_guard lock(rt->mu);
+    if (!rt->pin.empty()) o2.pin = rt->pin;
+  }
+  if (!cache.key || cache.pin != o2.pin) {
+    cache.key.reset();
+    auto store = OpenStore(o2, s.key_store);
+    if (!store) return MakeError(store.error());
+    auto key = (*store)->Load();
+    if (!key) {
+      std::lock_guard lock(rt->mu);
+      rt->needs_pin = s.key_store.rfind("pkcs11:", 0) == 0 && o2.pin.empty();
+      return MakeError(key.error().WithContext(
+          rt->needs_pin ? "key store needs a PIN (torwart-agent pin)" : "loading the device key"));
+    }
+    cache.store = std::move(*store);
+    cache.key = std::move(*key);
+    cache.pin = o2.pin;
+    std::lock_guard lock(rt->mu);
+    rt->needs_pin = false;
+  }
+  return pki::UpRef(cache.key.get());
+}
 
 // The TLS context of the device: its certificate as on disk now (renewals replace it) and its key
 // from the key store, opened once and kept (a PKCS#11 engine key needs its store alive).
 mqtt::TlsContextProvider MakeTlsProvider(const Options& po, const AgentState& s,
-                                         std::string verify_host, Runtime* rt) {
-  struct Cache {
-    std::unique_ptr<pki::KeyStore> store;
-    pki::EvpPkeyPtr key;
-    std::string pin;
-  };
-  auto cache = std::make_shared<Cache>();  // shared: copies of the provider share one key
+                                         std::string verify_host, Runtime* rt,
+                                         std::shared_ptr<KeyCache> cache) {
+  // shared: copies of the provider (and the tunnels) share one key
   return [po, s, verify_host, rt, cache]() -> Expected<net::SslCtxPtr> {
-    Options o2 = po;
-    {
-      std::lock_guard lock(rt->mu);
-      if (!rt->pin.empty()) o2.pin = rt->pin;
-    }
-    if (!cache->key || cache->pin != o2.pin) {
-      cache->key.reset();
-      auto store = OpenStore(o2, s.key_store);
-      if (!store) return MakeError(store.error());
-      auto key = (*store)->Load();
-      if (!key) {
-        std::lock_guard lock(rt->mu);
-        rt->needs_pin = s.key_store.rfind("pkcs11:", 0) == 0 && o2.pin.empty();
-        return MakeError(key.error().WithContext(rt->needs_pin ? "key store needs a PIN (torwart-agent pin)" : "loading the device key"));
-      }
-      cache->store = std::move(*store);
-      cache->key = std::move(*key);
-      cache->pin = o2.pin;
-      std::lock_guard lock(rt->mu);
-      rt->needs_pin = false;
-    }
+    auto key = CachedDeviceKey(*cache, po, s, rt);
+    if (!key) return MakeError(key.error());
     auto pem = ReadFile(po.state_dir + "/device.pem");
     if (!pem) return MakeError(pem.error());
-    return mqtt::MakeMqttTlsContext(s.ca_file, verify_host, *pem, cache->key.get());
+    return mqtt::MakeMqttTlsContext(s.ca_file, verify_host, *pem, key->get());
   };
 }
 
@@ -370,9 +394,56 @@ json IdentityJson(const std::string& dir, const std::string& profile) {
   return j;
 }
 
-Expected<json> HandleLocal(Runtime& rt, const std::string& root, const agent::Request& req) {
-  if (req.op == "status") {
+// The local API's tunnel ops (sessions, consent). The manager is used outside rt.mu.
+Expected<json> HandleLocalTunnels(Runtime& rt, const agent::Request& req) {
+  std::shared_ptr<agent::TunnelManager> tm;
+  std::string why;
+  {
     std::lock_guard lock(rt.mu);
+    tm = rt.tunnels;
+    why = rt.tunnels_error;
+  }
+  if (req.op == "sessions.list") return tm ? tm->Sessions() : json::array();
+  if (req.op == "consent.set") {
+    std::optional<int64_t> until;
+    if (req.args["on"].get<bool>()) until = req.args["until"].get<int64_t>();
+    if (!tm) {  // the CLI then writes consent.json itself
+      return MakeError(Errc::kFailedPrecondition,
+                       "tunnels are not running" + (why.empty() ? "" : ": " + why));
+    }
+    return tm->SetConsent(until);
+  }
+  if (req.op == "consent.changed") {
+    if (!tm)
+      return json{{"killed", 0},
+                  {"note", "tunnels are not running" + (why.empty() ? "" : ": " + why)}};
+    return tm->ConsentChanged();
+  }
+  if (req.op == "sessions.kill") {
+    if (!tm) return MakeError(Errc::kFailedPrecondition, "no streams: tunnels are not running");
+    const std::string reason = "on site (torwart-agent sessions kill)";
+    if (req.args.contains("all")) return json{{"killed", tm->KillAll(reason)}};
+    std::string id = req.args["id"].get<std::string>();
+    size_t n = tm->Kill(id, reason);
+    if (n == 0) return MakeError(Errc::kNotFound, "no live stream " + id);
+    return json{{"killed", n}};
+  }
+  return MakeError(Errc::kInvalidArgument, "unknown op");
+}
+
+Expected<json> HandleLocal(Runtime& rt, const std::string& root, const agent::Request& req) {
+  if (req.op.rfind("sessions.", 0) == 0 || req.op.rfind("consent.", 0) == 0) {
+    return HandleLocalTunnels(rt, req);
+  }
+  if (req.op == "status") {
+    std::shared_ptr<agent::TunnelManager> tm;
+    {
+      std::lock_guard lock(rt.mu);
+      tm = rt.tunnels;
+    }
+    json tunnels = tm ? tm->Status() : json(nullptr);
+    std::lock_guard lock(rt.mu);
+    if (!tm && !rt.tunnels_error.empty()) tunnels = json{{"error", rt.tunnels_error}};
     json j = IdentityJson(rt.profile_dir, rt.profile);
     json c = rt.session ? rt.session->Status() : json{{"state", "disconnected"}};
     if (rt.user_disconnected) c["state"] = "disconnected";
@@ -381,6 +452,7 @@ Expected<json> HandleLocal(Runtime& rt, const std::string& root, const agent::Re
     j["connection"] = c;
     j["needs_pin"] = rt.needs_pin;
     j["agent_running"] = true;
+    if (!tunnels.is_null()) j["tunnels"] = tunnels;
     return j;
   }
   if (req.op == "connect") {
@@ -454,8 +526,42 @@ void RunProfile(const Options& root_o, Runtime& rt, const RunSettings& rs) {
   }
   log::info("torwart-agent running as device {} against {} (profile {}, control channel {})",
             s->device_id, s->server, profile, mqtt_url.empty() ? "unknown" : mqtt_url);
+  // Tunnels (stream.open, stream.kill, quarantine): decided and enforced here, with or without
+  // the server (docs/design/agent-tunnels.md).
+  auto key_cache = std::make_shared<KeyCache>();
+  std::shared_ptr<agent::TunnelManager> tunnels;
+  std::string tunnels_error;
+  {
+    agent::TunnelSettings ts;
+    ts.state_dir = root_o.state_dir;
+    ts.site_config = rs.site_config;
+    ts.profile_dir = o.state_dir;
+    ts.device_id = s->device_id;
+    ts.server = s->server;
+    ts.ca_file = s->ca_file;
+    Runtime* rtp = &rt;
+    ts.key = [key_cache, o, st = *s, rtp] { return CachedDeviceKey(*key_cache, o, st, rtp); };
+    ts.publish_event = [rtp](const std::string& payload) -> Expected<void> {
+      std::shared_ptr<agent::Session> session;
+      {
+        std::lock_guard lock(rtp->mu);
+        session = rtp->session;
+      }
+      if (!session) return MakeError(Errc::kUnavailable, "no control channel");
+      return session->Publish("event", payload, 1);
+    };
+    auto tm = agent::TunnelManager::Create(std::move(ts));
+    if (tm) {
+      tunnels = std::move(*tm);
+    } else {
+      tunnels_error = tm.error().message();
+      log::error("tunnels unavailable: {}", tunnels_error);
+    }
+  }
   {
     std::lock_guard lock(rt.mu);
+    rt.tunnels = tunnels;
+    rt.tunnels_error = tunnels_error;
     rt.profile = profile;
     rt.profile_dir = o.state_dir;
     rt.mqtt_error.clear();
@@ -476,7 +582,21 @@ void RunProfile(const Options& root_o, Runtime& rt, const RunSettings& rs) {
       ss.inventory_dir = rs.inventory_dir;
       ss.disk_path = o.state_dir;
       std::string verify = !rs.mqtt_server_name.empty() ? rs.mqtt_server_name : (url ? url->host : "");
-      ss.tls = MakeTlsProvider(o, *s, verify, &rt);
+      ss.tls = MakeTlsProvider(o, *s, verify, &rt, key_cache);
+      ss.commands = [tunnels, tunnels_error](const std::string& cmd,
+                                             const json& args) -> std::optional<json> {
+        if (tunnels) return tunnels->HandleCommand(cmd, args);
+        if (cmd == "stream.open" || cmd == "stream.kill" || cmd == "quarantine") {
+          return json{{"v", 1},
+                      {"ok", false},
+                      {"code", "busy"},
+                      {"error", "tunnels are unavailable on this gateway: " + tunnels_error}};
+        }
+        return std::nullopt;
+      };
+      ss.on_connected = [tunnels] {
+        if (tunnels) tunnels->OnControlConnected();
+      };
       auto session = agent::Session::Create(std::move(ss));
       if (!session) {
         rt.mqtt_error = session.error().message();
@@ -544,6 +664,13 @@ void RunProfile(const Options& root_o, Runtime& rt, const RunSettings& rs) {
                     {"state", SystemClock::Instance().Now() < na ? "renewal failing" : "expired"}});
     if (!SleepFor(wait)) break;
   }
+  std::shared_ptr<agent::TunnelManager> old_tunnels;
+  {
+    std::lock_guard lock(rt.mu);
+    old_tunnels = std::move(rt.tunnels);
+  }
+  // Ends the streams and flushes their events while the control channel is still up.
+  if (old_tunnels) old_tunnels->Stop();
   std::shared_ptr<agent::Session> old;
   {
     std::lock_guard lock(rt.mu);
@@ -596,6 +723,59 @@ int Run(const Options& o, RunSettings rs, const std::string& config_path, const 
   return 0;
 }
 
+std::string Until(int64_t until) { return FormatRfc3339(FromUnix(until)); }
+
+// Streams, quarantine and consent (the "tunnels" part of status).
+void PrintTunnels(const json& t) {
+  if (t.contains("error")) {
+    std::cout << "tunnels:     unavailable: " << t["error"].get<std::string>() << "\n";
+    return;
+  }
+  if (t.contains("quarantine")) {
+    const json& q = t["quarantine"];
+    std::cout << "quarantine:  "
+              << (q.value("on", false)
+                      ? "ON" + (q.value("reason", "").empty() ? std::string()
+                                                              : " (" + q.value("reason", "") + ")")
+                      : std::string("off"))
+              << "\n";
+  }
+  if (t.contains("consent")) {
+    const json& c = t["consent"];
+    std::cout << "consent:     ";
+    if (!c.value("on", false)) {
+      std::cout << "off";
+    } else if (c.value("input_on", false)) {
+      std::cout << "on (input " << c.value("input", "") << ")";
+    } else {
+      std::cout << "on until " << Until(c.value("until", int64_t{0}));
+    }
+    if (c.contains("problem")) std::cout << " [" << c["problem"].get<std::string>() << "]";
+    std::cout << "\n";
+  }
+  if (t.contains("site") && t["site"].contains("error")) {
+    std::cout << "site config: INVALID (nothing is allowed): "
+              << t["site"]["error"].get<std::string>() << "\n";
+  } else if (t.contains("site") && !t["site"].value("present", true)) {
+    std::cout << "site config: none (" << t["site"].value("file", "")
+              << "): no target is allowed\n";
+  } else if (t.contains("site") && t["site"].contains("targets")) {
+    std::cout << "targets:     " << t["site"]["targets"].size() << " allowed\n";
+  }
+  if (t.contains("streams") && t["streams"].is_array()) {
+    std::cout << "streams:     " << t["streams"].size() << "\n";
+    for (const auto& st : t["streams"]) {
+      std::cout << "  " << st.value("id", "") << "  " << st.value("target", "") << "  "
+                << st.value("user", "") << "  " << st.value("state", "") << "  until "
+                << Until(st.value("deadline", int64_t{0})) << "\n";
+    }
+  }
+  if (t.contains("recordings") && t["recordings"].value("full", false)) {
+    std::cout
+        << "recordings:  quota FULL of recordings not yet uploaded: new streams are refused\n";
+  }
+}
+
 void PrintStatus(const json& j) {
   auto str = [&](const json& o, const char* k) {
     return o.contains(k) && o[k].is_string() ? o[k].get<std::string>() : std::string();
@@ -617,6 +797,30 @@ void PrintStatus(const json& j) {
   }
   if (j.value("needs_pin", false)) std::cout << "key PIN:     needed (torwart-agent pin)\n";
   if (!str(j, "last_error").empty()) std::cout << "renewal:     " << str(j, "last_error") << "\n";
+  if (j.contains("tunnels") && j["tunnels"].is_object()) PrintTunnels(j["tunnels"]);
+}
+
+// What can be said about tunnels without a running agent: the switches on disk.
+json OfflineTunnels(const Options& o, const std::string& site_config) {
+  std::string path = site_config.empty() ? o.state_dir + "/site.toml" : site_config;
+  auto site = agent::LoadSiteConfig(path);
+  auto q = agent::ReadQuarantine(o.state_dir);
+  auto c = agent::ReadConsent(o.state_dir, site ? site->consent_input : "",
+                              ToUnix(SystemClock::Instance().Now()));
+  json cj{{"on", c.on}, {"until", c.until}, {"switch", c.switch_on}, {"input_on", c.input_on}};
+  if (!c.input.empty()) cj["input"] = c.input;
+  if (!c.problem.empty()) cj["problem"] = c.problem;
+  json t{{"streams", json::array()},
+         {"quarantine", {{"on", q.on}, {"reason", q.reason}, {"since", q.since}}},
+         {"consent", cj}};
+  if (site) {
+    json names = json::array();
+    for (const auto& tg : site->targets) names.push_back(tg.name);
+    t["site"] = json{{"file", path}, {"present", site->present}, {"targets", names}};
+  } else {
+    t["site"] = json{{"file", path}, {"error", site.error().message()}};
+  }
+  return t;
 }
 
 int Status(const Options& o) {
@@ -634,6 +838,7 @@ int Status(const Options& o) {
     j = IdentityJson(dir, profile);
     j["agent_running"] = false;
     j["connection"] = {{"state", "agent not running"}};
+    j["tunnels"] = OfflineTunnels(o, "");
   }
   if (o.json_out) {
     std::cout << j.dump(2) << "\n";
@@ -707,6 +912,134 @@ std::string ReadPin() {
   return pin;
 }
 
+// `torwart-agent consent on --for 2h | off | status`: the on-site switch. Works without a
+// running agent (it only writes <state-dir>/consent.json); a running agent is told at once, so
+// it audits the change and, on `off`, ends the live streams that needed consent.
+int ConsentCmd(const Options& o, const std::string& action, const std::string& for_text,
+               const std::string& site_config) {
+  int64_t now = ToUnix(SystemClock::Instance().Now());
+  if (action == "on" || action == "off") {
+    int64_t until = 0;
+    json args{{"on", action == "on"}};
+    if (action == "on") {
+      auto d = ParseDuration(for_text);
+      if (!d || d->count() < 60 || d->count() > 30 * 86400) {
+        std::cerr << "torwart-agent: --for must be a duration from 1m to 30d, e.g. 2h\n";
+        return 2;
+      }
+      until = now + d->count();
+      args["until"] = until;
+    }
+    // A running agent makes the change itself (audited, live streams ended at once); else the
+    // file is written here and applies when the agent starts.
+    auto r = agent::CallLocalApi(o.state_dir + "/agent.sock", "consent.set", args);
+    bool running = r || !r.error().Is(Errc::kUnavailable);
+    if (!r) {
+      if (running) {
+        std::cerr << "torwart-agent: the running agent did not take the change ("
+                  << r.error().message() << "); writing it for the next start\n";
+      }
+      std::error_code ec;
+      fs::create_directories(o.state_dir, ec);
+      auto w = action == "on" ? agent::WriteConsentOn(o.state_dir, until, now)
+                              : agent::WriteConsentOff(o.state_dir);
+      if (!w) {
+        std::cerr << "torwart-agent: " << w.error().message() << "\n";
+        return 1;
+      }
+    }
+    json out = OfflineTunnels(o, site_config)["consent"];
+    out["agent_running"] = running;
+    if (r && r->contains("killed")) out["killed"] = (*r)["killed"];
+    if (r && r->contains("on")) {  // the running agent's view (its --site-config, its input)
+      out["on"] = (*r)["on"];
+      out["until"] = (*r)["until"];
+    }
+    if (o.json_out) {
+      std::cout << out.dump(2) << "\n";
+      return 0;
+    }
+    if (action == "on") {
+      std::cout << "on-site consent is ON until " << Until(until) << "\n";
+    } else {
+      std::cout << "on-site consent switched off";
+      if (out.value("killed", 0) > 0) {
+        std::cout << "; " << out["killed"].get<int>() << " live stream(s) that needed it ended";
+      }
+      std::cout << "\n";
+      if (out.value("on", false)) {
+        std::cout << "note: the consent input " << out.value("input", "(see site.toml)")
+                  << " still reads 1, so consent stays ON until it is switched off\n";
+      }
+    }
+    if (!r) std::cout << "(the agent is not running: the change applies when it starts)\n";
+    return 0;
+  }
+  // status
+  json c;
+  auto live = agent::CallLocalApi(o.state_dir + "/agent.sock", "status");
+  if (live && live->contains("tunnels") && (*live)["tunnels"].contains("consent")) {
+    c = (*live)["tunnels"]["consent"];
+    c["agent_running"] = true;
+  } else {
+    c = OfflineTunnels(o, site_config)["consent"];
+    c["agent_running"] = static_cast<bool>(live);
+  }
+  if (o.json_out) {
+    std::cout << c.dump(2) << "\n";
+    return 0;
+  }
+  PrintTunnels(json{{"consent", c}});
+  return 0;
+}
+
+// `torwart-agent sessions [list] | kill ID | kill --all`, through the running agent.
+int SessionsCmd(const Options& o, bool kill, const std::string& id, bool all) {
+  std::string sock = o.state_dir + "/agent.sock";
+  if (kill) {
+    if (all == !id.empty()) {
+      std::cerr << "torwart-agent: sessions kill needs a stream ID or --all\n";
+      return 2;
+    }
+    json args = all ? json{{"all", true}} : json{{"id", id}};
+    auto r = agent::CallLocalApi(sock, "sessions.kill", args);
+    if (!r) {
+      std::cerr << "torwart-agent: " << r.error().message() << "\n";
+      return r.error().Is(Errc::kUnavailable) ? 3 : 1;
+    }
+    if (o.json_out) {
+      std::cout << r->dump(2) << "\n";
+    } else {
+      std::cout << (*r)["killed"].get<int64_t>() << " stream(s) ended\n";
+    }
+    return 0;
+  }
+  auto r = agent::CallLocalApi(sock, "sessions.list");
+  if (!r) {
+    std::cerr << "torwart-agent: " << r.error().message() << "\n";
+    return r.error().Is(Errc::kUnavailable) ? 3 : 1;
+  }
+  if (o.json_out) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  if (r->empty()) {
+    std::cout << "no streams\n";
+    return 0;
+  }
+  std::printf("%-20s %-20s %-28s %-16s %-10s %-20s %s\n", "ID", "TARGET", "USER", "GRANT", "STATE",
+              "UNTIL", "BYTES (to/from)");
+  for (const auto& st : *r) {
+    std::printf("%-20s %-20s %-28s %-16s %-10s %-20s %llu/%llu\n", st.value("id", "").c_str(),
+                st.value("target", "").c_str(), st.value("user", "").c_str(),
+                st.value("grant", "").c_str(), st.value("state", "").c_str(),
+                Until(st.value("deadline", int64_t{0})).c_str(),
+                static_cast<unsigned long long>(st.value("bytes_to_target", uint64_t{0})),
+                static_cast<unsigned long long>(st.value("bytes_from_target", uint64_t{0})));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -753,6 +1086,9 @@ int main(int argc, char** argv) {
   run->add_option("--health-interval", health_interval, "seconds between health reports (default 60)")->check(CLI::Range(1, 86400));
   run->add_option("--inventory-interval", inventory_interval, "seconds between inventory change checks (default 300)")->check(CLI::Range(1, 86400));
   run->add_option("--inventory-dir", rs.inventory_dir, "directory of executable inventory scripts printing key=value lines");
+  run->add_option("--site-config", rs.site_config,
+                  "the site's tunnel configuration: allowed targets, consent input, limits "
+                  "(default <state-dir>/site.toml; re-read on every stream)");
   auto* renew = app.add_subcommand("renew", "renew the certificate now (kur) and exit");
   auto* status = app.add_subcommand("status", "show identity, certificate and connection state");
   auto* connect = app.add_subcommand("connect", "ask the running agent to (re)connect its control channel now");
@@ -764,6 +1100,29 @@ int main(int argc, char** argv) {
   std::string use_name;
   profile_use->add_option("name", use_name, "profile name")->required();
   auto* pin_cmd = app.add_subcommand("pin", "enter the PIN of a PIN-protected key (prompted, or one line on stdin) for the running agent");
+  auto* consent_cmd = app.add_subcommand(
+      "consent", "the on-site consent switch for remote maintenance: on --for 2h | off | status");
+  consent_cmd->require_subcommand(1);
+  std::string consent_for, consent_site_config;
+  auto* consent_on = consent_cmd->add_subcommand(
+      "on", "allow streams that need on-site consent, for a limited time");
+  consent_on->add_option("--for", consent_for, "how long, e.g. 30m, 2h (1m to 30d)")->required();
+  auto* consent_off = consent_cmd->add_subcommand(
+      "off", "withdraw consent; a running agent ends live streams that needed it");
+  auto* consent_status =
+      consent_cmd->add_subcommand("status", "show whether consent is on (switch and input)");
+  consent_status->add_option("--site-config", consent_site_config,
+                             "site.toml naming the consent input (default <state-dir>/site.toml)");
+  auto* sessions_cmd = app.add_subcommand(
+      "sessions",
+      "live tunnel streams of the running agent: list (default) | kill ID | kill --all");
+  auto* sessions_list = sessions_cmd->add_subcommand("list", "list live streams");
+  auto* sessions_kill =
+      sessions_cmd->add_subcommand("kill", "end one stream (ID) or all of them (--all) at once");
+  std::string kill_id;
+  bool kill_all = false;
+  sessions_kill->add_option("id", kill_id, "stream id (st-...)");
+  sessions_kill->add_flag("--all", kill_all, "end every stream");
 
   CLI11_PARSE(app, argc, argv);
   // State paths end up in files (agent.json, key store): keep them absolute, so a relative
@@ -804,6 +1163,13 @@ int main(int argc, char** argv) {
   if (disconnect->parsed()) return LocalCall(o, "disconnect", json::object(), "disconnected");
   if (profile_list->parsed()) return ProfileList(o);
   if (profile_use->parsed()) return ProfileUse(o, use_name);
+  if (consent_on->parsed()) return ConsentCmd(o, "on", consent_for, "");
+  if (consent_off->parsed()) return ConsentCmd(o, "off", "", "");
+  if (consent_status->parsed()) return ConsentCmd(o, "status", "", consent_site_config);
+  if (sessions_cmd->parsed()) {
+    (void)sessions_list;
+    return SessionsCmd(o, sessions_kill->parsed(), kill_id, kill_all);
+  }
   if (pin_cmd->parsed()) {
     std::string pin = ReadPin();
     if (pin.empty()) { std::cerr << "torwart-agent: no PIN given\n"; return 2; }

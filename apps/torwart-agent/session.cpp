@@ -86,6 +86,17 @@ json Session::Status() const {
   return j;
 }
 
+Expected<void> Session::Publish(const std::string& leaf, const std::string& payload, int qos) {
+  if (client_->state() != mqtt::State::kConnected) {
+    return MakeError(Errc::kUnavailable, "control channel not connected");
+  }
+  mqtt::PublishOptions o;
+  o.qos = qos;
+  return client_->Publish(mqtt::topics::Device(settings_.device_id, leaf), payload, o);
+}
+
+bool Session::connected() const { return client_->state() == mqtt::State::kConnected; }
+
 void Session::OnConnection(const mqtt::ConnectionEvent& e) {
   if (e.state == mqtt::State::kConnected) {
     log::info("control channel connected to {}", settings_.mqtt_url);
@@ -94,6 +105,7 @@ void Session::OnConnection(const mqtt::ConnectionEvent& e) {
       log::warn("subscribe: {}", r.error().message());
     }
     PublishStatus("online");
+    if (settings_.on_connected) settings_.on_connected();
     std::lock_guard lock(mu_);
     last_connected_at_ = FormatRfc3339(SystemClock::Instance().Now());
     connected_event_ = true;
@@ -172,6 +184,9 @@ void Session::TelemetryLoop() {
 }
 
 json Session::HandleCommand(const std::string& cmd, const json& args) {
+  if (settings_.commands) {
+    if (auto r = settings_.commands(cmd, args)) return *r;
+  }
   if (cmd == "ping") {
     return json{{"v", 1}, {"ok", true}, {"result", {{"pong", true}, {"ts", UnixSeconds()}}}};
   }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -32,6 +33,12 @@ struct SessionSettings {
   std::chrono::seconds inventory_check_interval{300};
   std::string inventory_dir;
   std::string disk_path = "/";
+  // Further command handlers (the tunnel manager: stream.open, stream.kill, quarantine), asked
+  // first on the network thread; nullopt = not theirs. Must not block for long.
+  std::function<std::optional<nlohmann::json>(const std::string& cmd, const nlohmann::json& args)>
+      commands;
+  // Called on the network thread after every (re)connect (e.g. flush queued events).
+  std::function<void()> on_connected;
 };
 
 class Session {
@@ -46,6 +53,10 @@ class Session {
 
   // {"state":"connected", "mqtt_url":..., "connects":n, "last_error":..., ...}
   nlohmann::json Status() const;
+
+  // Publishes on torwart/d/<uuid>/<leaf> (e.g. "event"); kUnavailable while not connected.
+  Expected<void> Publish(const std::string& leaf, const std::string& payload, int qos = 1);
+  bool connected() const;
 
  private:
   Session() = default;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -42,6 +43,13 @@ class Api {
   // exiting; transport errors still exit.
   std::pair<int, json> Try(const std::string& method, const std::string& path,
                            const json& body = nullptr);
+  // GET of a binary document (e.g. a recording): body and lower-case response headers. Exits on
+  // errors like Call; `max_bytes` caps the body.
+  struct Download {
+    std::string body;
+    std::map<std::string, std::string> headers;
+  };
+  Download Get(const std::string& path, size_t max_bytes);
   const std::string& server() const { return server_; }
   const std::string& ca() const { return ca_; }
 
@@ -55,6 +63,20 @@ void PrintJson(const json& j);
 // Left-aligned column of width w (at least one space after).
 std::string Col(const std::string& s, size_t w);
 
+// A grant certificate on disk (docs/design/grant-certificate.md): <dir>/<id>.pem (leaf, issuing
+// CA) and <dir>/<id>.key (0600).
+struct GrantCertificate {
+  std::string cert_path, key_path;
+  std::string not_after;  // RFC 3339
+  bool obtained = false;  // fetched from the server in this call
+};
+// Reuses the files in `dir` (default: <config dir>/grants) when they belong together, name grant
+// `id`, are still valid and end at `grant_end` (RFC 3339; empty: any end); otherwise, or with
+// `renew`, makes a new P-256 key here and asks the server for a certificate. Exits on errors.
+GrantCertificate EnsureGrantCertificate(Api& api, const Globals& g, const std::string& id,
+                                        const std::string& dir, const std::string& grant_end,
+                                        bool renew);
+
 // Registration of each area's subcommands.
 void RegisterSessionCommands(CLI::App& app, Globals& g);
 void RegisterUserCommands(CLI::App& app, Globals& g);
@@ -63,5 +85,9 @@ void RegisterAuditCommands(CLI::App& app, Globals& g);
 void RegisterMfaCommands(CLI::App& app, Globals& g);
 void RegisterPolicyCommands(CLI::App& app, Globals& g);
 void RegisterAccessCommands(CLI::App& app, Globals& g);
+void RegisterRecordingCommands(CLI::App& app, Globals& g);  // torwart recording list|show
+void RegisterConnectCommands(CLI::App& app, Globals& g);        // torwart connect
+void RegisterTunnelSessionCommands(CLI::App& app, Globals& g);  // torwart session list|kill
+void RegisterReportCommands(CLI::App& app, Globals& g);         // torwart report monthly|subject
 
 }  // namespace torwart::cli

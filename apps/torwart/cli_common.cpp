@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -11,7 +12,10 @@
 #include <sstream>
 
 #include "cli.hpp"
+#include "torwart/core/clock.hpp"
 #include "torwart/http/client.hpp"
+#include "torwart/pki/grant_extension.hpp"
+#include "torwart/pki/x509.hpp"
 
 namespace fs = std::filesystem;
 
@@ -104,6 +108,26 @@ std::string Api::CallRaw(const std::string& method, const std::string& path) {
   return r->body;
 }
 
+Api::Download Api::Get(const std::string& path, size_t max_bytes) {
+  http::ClientSettings cs;
+  cs.base_url = server_;
+  cs.ca_file = ca_;
+  cs.max_response_bytes = max_bytes;
+  cs.timeout = std::chrono::seconds(300);
+  http::Client c(cs);
+  std::map<std::string, std::string> h{{"accept", "application/octet-stream, application/json"}};
+  if (!token_.empty()) h["authorization"] = "Bearer " + token_;
+  auto r = c.Send("GET", path, h, "");
+  if (!r) Die(r.error().message());
+  if (r->status >= 400) {
+    json j = json::parse(r->body, nullptr, false);
+    std::string msg = "server answered " + std::to_string(r->status);
+    if (!j.is_discarded() && j.contains("error")) msg = j["error"].value("message", msg);
+    Die(msg, r->status == 401 || r->status == 403 ? 3 : 1);
+  }
+  return Download{std::move(r->body), std::move(r->headers)};
+}
+
 json Api::Call(const std::string& method, const std::string& path, const json& body) {
   auto [status, j] = Try(method, path, body);
   if (status >= 400) {
@@ -160,5 +184,68 @@ std::string Col(const std::string& s, size_t w) {
   return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' ');
 }
 
+
+namespace {
+
+// True if the files at `cert_path`/`key_path` can serve grant `id` until `grant_end`.
+bool UsableGrantCertificate(const std::string& cert_path, const std::string& key_path,
+                            const std::string& id, const std::string& grant_end,
+                            std::string* not_after) {
+  std::error_code ec;
+  if (!fs::exists(cert_path, ec) || !fs::exists(key_path, ec)) return false;
+  auto cert = pki::ReadCertFile(cert_path);
+  auto key = pki::ReadPrivateKeyFile(key_path);
+  if (!cert || !key) return false;
+  if (X509_check_private_key(cert->get(), key->get()) != 1) {
+    ERR_clear_error();
+    return false;
+  }
+  bool names_grant = false;
+  for (const auto& uri : pki::SanUris(cert->get())) {
+    names_grant = names_grant || uri == std::string(pki::kGrantUriPrefix) + id;
+  }
+  if (!names_grant) return false;
+  TimePoint end = pki::NotAfter(cert->get());
+  if (end <= std::chrono::system_clock::now() + std::chrono::seconds(5)) return false;
+  if (!grant_end.empty()) {
+    TimePoint want;
+    if (!ParseRfc3339(grant_end, want)) return false;
+    auto diff = std::chrono::duration_cast<std::chrono::seconds>(end - want).count();
+    if (diff < -1 || diff > 1) return false;  // the grant changed (e.g. shortened)
+  }
+  *not_after = FormatRfc3339(end);
+  return true;
+}
+
+}  // namespace
+
+GrantCertificate EnsureGrantCertificate(Api& api, const Globals& g, const std::string& id,
+                                        const std::string& dir_in, const std::string& grant_end,
+                                        bool renew) {
+  std::string dir = dir_in.empty() ? ConfigDir(g) + "/grants" : dir_in;
+  GrantCertificate out{dir + "/" + id + ".pem", dir + "/" + id + ".key", "", false};
+  if (!renew && UsableGrantCertificate(out.cert_path, out.key_path, id, grant_end, &out.not_after)) {
+    return out;
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  ::chmod(dir.c_str(), 0700);
+  auto key = pki::GenerateP256Key();
+  if (!key) Die(key.error().message());
+  auto csr = pki::MakeCsr(key->get(), "torwart-grant-" + id);
+  if (!csr) Die(csr.error().message());
+  auto csr_pem = pki::CsrToPem(csr->get());
+  if (!csr_pem) Die(csr_pem.error().message());
+  json r = api.Call("POST", "/api/v1/access/" + id + "/certificate", json{{"csr", *csr_pem}});
+  if (auto w = pki::WritePrivateKeyFile(out.key_path, key->get()); !w) Die(w.error().message());
+  if (auto w = pki::WriteFileAtomic(out.cert_path, r.value("certificate", ""),
+                                    fs::perms::owner_read | fs::perms::owner_write);
+      !w) {
+    Die(w.error().message());
+  }
+  out.not_after = r.value("not_after", "");
+  out.obtained = true;
+  return out;
+}
 
 }  // namespace torwart::cli

@@ -157,30 +157,13 @@ void RegisterAccessCommands(CLI::App& app, Globals& g) {
   cert->add_option("--out", out_dir, "directory for <ID>.key and <ID>.pem (default: config dir/grants)");
   cert->callback([&] {
     Api api(g, true);
-    std::string dir = out_dir.empty() ? ConfigDir(g) + "/grants" : out_dir;
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    ::chmod(dir.c_str(), 0700);
-    auto key = pki::GenerateP256Key();
-    if (!key) Die(key.error().message());
-    auto csr = pki::MakeCsr(key->get(), "torwart-grant-" + id);
-    if (!csr) Die(csr.error().message());
-    auto csr_pem = pki::CsrToPem(csr->get());
-    if (!csr_pem) Die(csr_pem.error().message());
-    json r = api.Call("POST", "/api/v1/access/" + id + "/certificate", json{{"csr", *csr_pem}});
-    std::string key_path = dir + "/" + id + ".key", cert_path = dir + "/" + id + ".pem";
-    if (auto w = pki::WritePrivateKeyFile(key_path, key->get()); !w) Die(w.error().message());
-    if (auto w = pki::WriteFileAtomic(cert_path, r.value("certificate", ""),
-                                      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-        !w) {
-      Die(w.error().message());
-    }
+    GrantCertificate c = EnsureGrantCertificate(api, g, id, out_dir, "", /*renew=*/true);
     if (g.json_out) {
-      PrintJson(json{{"grant", id}, {"certificate", cert_path}, {"key", key_path}, {"not_after", r.value("not_after", "")}});
+      PrintJson(json{{"grant", id}, {"certificate", c.cert_path}, {"key", c.key_path}, {"not_after", c.not_after}});
       return;
     }
-    std::cout << "Grant certificate " << cert_path << " (key " << key_path << "), valid until "
-              << r.value("not_after", "") << ".\n";
+    std::cout << "Grant certificate " << c.cert_path << " (key " << c.key_path << "), valid until "
+              << c.not_after << ".\n";
   });
 }
 

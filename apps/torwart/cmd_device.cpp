@@ -1,4 +1,4 @@
-// torwart CLI commands: devices: add, list, show, enrollment, revoke, ping.
+// torwart CLI commands: devices: add, list, show, enrollment, revoke, ping, quarantine.
 #include <unistd.h>
 
 #include <cstdio>
@@ -25,6 +25,7 @@ void PrintDevice(const json& d) {
   if (d.value("bind_machine", false)) {
     std::cout << "binding:  machine " << d.value("machine_fingerprint", "(not yet enrolled)") << "\n";
   }
+  if (d.value("quarantined", false)) std::cout << "QUARANTINED: tunnel streams are refused\n";
   std::cout << "online:   " << (d.value("online", false) ? "yes" : "no");
   if (d.contains("last_seen")) std::cout << " (last seen " << d.value("last_seen", "") << ")";
   if (d.contains("agent_version")) std::cout << ", agent " << d.value("agent_version", "");
@@ -133,6 +134,24 @@ void RegisterDeviceCommands(CLI::App& app, Globals& g) {
     char rtt[32];
     std::snprintf(rtt, sizeof rtt, "%.1f", r.value("rtt_ms", 0.0));
     std::cout << "reply from " << dname << ": time=" << rtt << " ms\n";
+  });
+  auto* dquar = dev->add_subcommand(
+      "quarantine", "refuse every new tunnel stream to a device and kill its live ones (--release: undo)");
+  static bool drelease = false;
+  dquar->add_option("NAME", dname, "device name")->required();
+  dquar->add_option("--reason", dreason, "why (audited; sent to the gateway)");
+  dquar->add_flag("--release", drelease, "lift the quarantine");
+  dquar->add_flag("--json", g.json_out, "machine-readable output");
+  dquar->callback([&] {
+    Api api(g, true);
+    json r = api.Call("POST", "/api/v1/devices/" + dname + "/quarantine",
+                      {{"on", !drelease}, {"reason", dreason}});
+    if (g.json_out) { PrintJson(r); return; }
+    if (r.value("quarantined", !drelease)) {
+      std::cout << "Device " << dname << " is in quarantine: new streams are refused, live ones killed.\n";
+    } else {
+      std::cout << "Device " << dname << " released from quarantine.\n";
+    }
   });
 
 }

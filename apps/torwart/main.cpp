@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   CLI::App app{"torwart - secure remote maintenance: log in, register devices, read the audit trail."};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--json, --server, …) also after the subcommand
   Globals g;
   app.add_option("--server", g.server, "torwartd URL, e.g. https://127.0.0.1:8443 (remembered at login)");
   app.add_option("--ca", g.ca, "CA chain (PEM) to verify the server (remembered at login)");
@@ -25,6 +26,10 @@ int main(int argc, char** argv) {
   RegisterMfaCommands(app, g);
   RegisterPolicyCommands(app, g);
   RegisterAccessCommands(app, g);
+  RegisterRecordingCommands(app, g);
+  RegisterConnectCommands(app, g);
+  RegisterTunnelSessionCommands(app, g);
+  RegisterReportCommands(app, g);
 
   try {
     app.parse(argc, argv);

@@ -6,6 +6,7 @@
 #include "auth.hpp"
 #include "device_registry.hpp"
 #include "json_util.hpp"
+#include "tunnel_service.hpp"
 #include "torwart/core/ids.hpp"
 
 namespace torwart::server {
@@ -46,6 +47,7 @@ json DeviceJson(Context& ctx, const storage::Device& d, bool with_certs) {
     if (with_certs) j["certificates"] = list;
   }
   AddDeviceState(ctx, d.id, with_certs, j);  // control channel: online, last seen, telemetry
+  AddQuarantineState(ctx, d.id, j);          // tunnels: quarantined (tunnel_service.cpp)
   return j;
 }
 
@@ -73,6 +75,10 @@ json EnrollmentJson(const storage::Enrollment& e) {
 }
 
 }  // namespace
+
+json DeviceJsonFor(Context& ctx, const storage::Device& d, bool with_certs) {
+  return DeviceJson(ctx, d, with_certs);
+}
 
 void RegisterApi(Context& ctx, PkiService& pki, http::Router& router) {
   // Sessions and users: users_api.cpp (RegisterIdentityApi).

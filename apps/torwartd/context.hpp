@@ -34,6 +34,9 @@ struct Context {
   audit::Sink* audit = nullptr;
   // Fails while the audit store cannot be written (disk full, I/O error); unset: always ok.
   std::function<Expected<void>()> audit_available;
+  // "tls://host:port" of the tunnel relay, told to CLI and agents by agent.json; "" = disabled.
+  // Set by main before serving (tunnel_service.*).
+  std::string relay_url;
 };
 
 // Builds an audit event with time and source filled from the request.

@@ -83,6 +83,7 @@ class ControlChannelImpl final : public ControlChannel {
     if (supervisor_) supervisor_->Stop();
   }
   std::string agent_url() const override { return agent_url_; }
+  DeviceRegistry* registry() const override { return registry_.get(); }
 
   std::string agent_url_;
   std::unique_ptr<BrokerStateWriter> writer_;

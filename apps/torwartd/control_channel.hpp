@@ -11,10 +11,14 @@
 
 namespace torwart::server {
 
+class DeviceRegistry;
+
 class ControlChannel {
  public:
   virtual ~ControlChannel() = default;  // stops the registry, then the broker
   virtual std::string agent_url() const = 0;
+  // The device registry (commands to agents); null when the control channel is disabled.
+  virtual DeviceRegistry* registry() const = 0;
 };
 
 // Registers the control routes on `router` in every case ([broker] enabled = false included).

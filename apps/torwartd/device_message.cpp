@@ -1,6 +1,9 @@
 #include "device_message.hpp"
 
+#include <algorithm>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "torwart/core/ids.hpp"
 
@@ -64,6 +67,136 @@ Expected<void> CheckOptionalString(const json& j, const char* key, size_t max) {
   return {};
 }
 
+bool IsLowerHex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+bool IsPrefixedHexId(std::string_view s, std::string_view prefix, size_t hex_len) {
+  return s.size() == prefix.size() + hex_len && s.substr(0, prefix.size()) == prefix &&
+         IsLowerHex(s.substr(prefix.size()));
+}
+
+// An optional short identifier-like string without control characters.
+Expected<std::string> OptionalName(const json& j, const char* key, size_t max) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::string();
+  if (!it->is_string()) return MakeError(Bad(std::string(key) + " must be a string"));
+  const auto& v = it->get_ref<const std::string&>();
+  if (v.size() > max) return MakeError(Bad(std::string(key) + " is too long"));
+  for (unsigned char c : v) {
+    if (c < 0x20 || c == 0x7f) {
+      return MakeError(Bad(std::string(key) + " contains control characters"));
+    }
+  }
+  return v;
+}
+
+// Typed fields of a detail object: each is checked only when present, unless `required`.
+enum class Field { kUint8, kUint16, kCount, kText, kBool, kTimeOrNull };
+
+Expected<void> CheckField(const json& d, const char* key, Field f, bool required) {
+  auto it = d.find(key);
+  if (it == d.end()) {
+    if (required) return MakeError(Bad(std::string("detail.") + key + " is required"));
+    return {};
+  }
+  const std::string name = std::string("detail.") + key;
+  auto in_range = [&](uint64_t max) {
+    return IsNonNegativeInt(*it) && it->get<uint64_t>() <= max;
+  };
+  switch (f) {
+    case Field::kUint8:
+      if (!in_range(255)) return MakeError(Bad(name + " must be an integer 0-255"));
+      break;
+    case Field::kUint16:
+      if (!in_range(65535)) return MakeError(Bad(name + " must be an integer 0-65535"));
+      break;
+    case Field::kCount:
+      if (!IsNonNegativeInt(*it)) return MakeError(Bad(name + " must be a non-negative integer"));
+      break;
+    case Field::kText:
+      if (!it->is_string() || it->get_ref<const std::string&>().size() > 1024) {
+        return MakeError(Bad(name + " must be a string of at most 1024 bytes"));
+      }
+      break;
+    case Field::kBool:
+      if (!it->is_boolean()) return MakeError(Bad(name + " must be true or false"));
+      break;
+    case Field::kTimeOrNull:
+      if (!it->is_null() && !in_range(uint64_t{1} << 40)) {
+        return MakeError(Bad(name + " must be Unix seconds or null"));
+      }
+      break;
+  }
+  return {};
+}
+
+struct FieldRule {
+  const char* key;
+  Field type;
+  bool required;
+};
+
+Expected<void> ParseEvent(const json& j, AgentEvent& ev) {
+  auto t = j.find("type");
+  if (t == j.end() || !t->is_string()) return MakeError(Bad("type must be a string"));
+  ev.type = t->get<std::string>();
+  if (std::find(std::begin(kAgentEventTypes), std::end(kAgentEventTypes), ev.type) ==
+      std::end(kAgentEventTypes)) {
+    return MakeError(Bad("unknown event type"));
+  }
+  auto stream = OptionalName(j, "stream", 64);
+  if (!stream) return MakeError(stream.error());
+  if (!stream->empty() && !IsPrefixedHexId(*stream, "st-", 16)) {
+    return MakeError(Bad("stream must be st- and 16 lowercase hex digits"));
+  }
+  auto grant = OptionalName(j, "grant", 64);
+  if (!grant) return MakeError(grant.error());
+  if (!grant->empty() && !IsPrefixedHexId(*grant, "ar-", 12)) {
+    return MakeError(Bad("grant must be ar- and 12 lowercase hex digits"));
+  }
+  auto user = OptionalName(j, "user", 64);
+  if (!user) return MakeError(user.error());
+  auto target = OptionalName(j, "target", 128);
+  if (!target) return MakeError(target.error());
+  ev.stream = *stream;
+  ev.grant = *grant;
+  ev.user = *user;
+  ev.target = *target;
+  if (ev.type.rfind("tunnel.", 0) == 0 && ev.stream.empty()) {
+    return MakeError(Bad(ev.type + " needs the stream id"));
+  }
+
+  json detail = json::object();
+  if (auto d = j.find("detail"); d != j.end()) {
+    if (!d->is_object()) return MakeError(Bad("detail must be an object"));
+    detail = *d;
+  }
+  std::vector<FieldRule> rules;
+  if (ev.type == "tunnel.request_refused") {
+    rules = {{"function", Field::kUint8, true},
+             {"unit", Field::kUint8, false},
+             {"transaction", Field::kUint16, false},
+             {"reason", Field::kText, false}};
+  } else if (ev.type == "tunnel.stream_refused") {
+    rules = {{"reason", Field::kText, false}, {"code", Field::kText, false}};
+  } else if (ev.type == "tunnel.stream_end") {
+    rules = {{"bytes_to_target", Field::kCount, false},
+             {"bytes_from_target", Field::kCount, false},
+             {"reason", Field::kText, false}};
+  } else if (ev.type == "consent.changed") {
+    rules = {{"on", Field::kBool, true}, {"until", Field::kTimeOrNull, false}};
+  } else if (ev.type == "quarantine.changed") {
+    rules = {{"on", Field::kBool, true}, {"reason", Field::kText, false}};
+  }
+  for (const auto& r : rules) {
+    if (auto ok = CheckField(detail, r.key, r.type, r.required); !ok) return ok;
+  }
+  ev.detail = detail.dump(-1, ' ', false, json::error_handler_t::replace);
+  return {};
+}
+
 }  // namespace
 
 const char* DeviceTopicName(DeviceTopic t) {
@@ -76,6 +209,8 @@ const char* DeviceTopicName(DeviceTopic t) {
       return "health";
     case DeviceTopic::kResponse:
       return "res";
+    case DeviceTopic::kEvent:
+      return "event";
   }
   return "?";
 }
@@ -98,6 +233,8 @@ Expected<std::pair<std::string, DeviceTopic>> ParseDeviceTopic(std::string_view 
     kind = DeviceTopic::kHealth;
   } else if (leaf == "res") {
     kind = DeviceTopic::kResponse;
+  } else if (leaf == "event") {
+    kind = DeviceTopic::kEvent;
   } else {
     return MakeError(Bad("unknown device topic"));
   }
@@ -171,7 +308,19 @@ Expected<DeviceMessage> ParseDeviceMessage(std::string_view topic, std::string_v
         auto e = j.find("error");
         if (e == j.end() || !e->is_string()) return MakeError(Bad("error must be a string"));
         m.error = e->get<std::string>().substr(0, 1024);
+        // Optional machine-readable reason (consent, not_allowed, quarantined, busy, ...).
+        if (auto c = j.find("code"); c != j.end()) {
+          if (!c->is_string() || c->get<std::string>().size() > 32) {
+            return MakeError(Bad("code must be a short string"));
+          }
+          m.code = c->get<std::string>();
+        }
       }
+      break;
+    }
+    case DeviceTopic::kEvent: {
+      if (!m.ts) return MakeError(Bad("ts is required for events"));
+      if (auto r = ParseEvent(j, m.event); !r) return MakeError(r.error());
       break;
     }
   }

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <thread>
 
+#include "agent_events.hpp"
 #include "auth.hpp"
 #include "device_message.hpp"
 #include "json_util.hpp"
@@ -23,7 +24,7 @@ using Steady = std::chrono::steady_clock;
 constexpr size_t kMaxQueue = 10000;
 constexpr int kBadMessagesPerMinute = 120;
 constexpr const char* kShareGroup = "$share/torwartd/";
-constexpr const char* kLeaves[] = {"status", "inventory", "health", "res"};
+constexpr const char* kLeaves[] = {"status", "inventory", "health", "res", "event"};
 // After (re)connecting, a plain subscription to the retained status topics for this long
 // (shared subscriptions get no retained messages), so the registry learns who is online.
 constexpr auto kCatchUp = std::chrono::seconds(5);
@@ -88,7 +89,7 @@ struct PendingCall {
 class DeviceRegistryImpl final : public DeviceRegistry {
  public:
   DeviceRegistryImpl(Context& ctx, RegistrySettings s)
-      : ctx_(ctx), settings_(std::move(s)), bad_(ctx) {}
+      : ctx_(ctx), settings_(std::move(s)), bad_(ctx), agent_events_(ctx) {}
   ~DeviceRegistryImpl() override { Stop(); }
 
   Expected<void> Init() {
@@ -142,6 +143,21 @@ class DeviceRegistryImpl final : public DeviceRegistry {
 
   Expected<PingResult> Ping(const std::string& device_id,
                             std::chrono::milliseconds timeout) override {
+    return Command(device_id, "ping", "{}", timeout);
+  }
+
+  void OnDeviceOnline(std::function<void(const std::string&)> hook) override {
+    std::lock_guard lock(mu_);
+    on_online_ = std::move(hook);
+  }
+
+  Expected<PingResult> Command(const std::string& device_id, const std::string& cmd,
+                               const std::string& args_json,
+                               std::chrono::milliseconds timeout) override {
+    json args = json::parse(args_json, nullptr, false);
+    if (!args.is_object()) {
+      return MakeError(Errc::kInvalidArgument, "command arguments must be a JSON object");
+    }
     if (!connected())
       return MakeError(Errc::kUnavailable, "torwartd is not connected to the broker");
     auto call = std::make_shared<PendingCall>();
@@ -159,10 +175,10 @@ class DeviceRegistryImpl final : public DeviceRegistry {
         std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::seconds>(timeout).count()));
     auto sent_at = Steady::now();
     auto r = client_->Publish("torwart/d/" + device_id + "/cmd",
-                              json{{"v", 1}, {"cmd", "ping"}, {"args", json::object()}}.dump(), po);
+                              json{{"v", 1}, {"cmd", cmd}, {"args", args}}.dump(), po);
     Expected<PingResult> out = MakeError(Errc::kTimeout, "device did not answer in time");
     if (!r) {
-      out = MakeError(r.error().WithContext("sending ping"));
+      out = MakeError(r.error().WithContext("sending " + cmd));
     } else {
       std::unique_lock lock(call->mu);
       if (call->cv.wait_for(lock, timeout, [&] { return call->done; })) {
@@ -171,6 +187,7 @@ class DeviceRegistryImpl final : public DeviceRegistry {
         p.ok = call->response.ok;
         p.result_json = call->response.result;
         p.error = call->response.error;
+        p.code = call->response.code;
         out = p;
       }
     }
@@ -290,6 +307,14 @@ class DeviceRegistryImpl final : public DeviceRegistry {
           (void)Audit(ctx_, e);
           log::info("device {} is {}", d->name, m->online ? "online" : "offline");
         }
+        if (changed && *changed && m->online) {
+          std::function<void(const std::string&)> hook;
+          {
+            std::lock_guard lock(mu_);
+            hook = on_online_;
+          }
+          if (hook) hook(m->device_id);
+        }
         break;
       }
       case DeviceTopic::kInventory:
@@ -302,6 +327,12 @@ class DeviceRegistryImpl final : public DeviceRegistry {
           log::error("device registry: {}", r.error().message());
         }
         break;
+      case DeviceTopic::kEvent: {
+        if (live) (void)repo.Touch(m->device_id, now);
+        // QoS 1: a failed audit is logged by Audit(); the agent keeps its own journal.
+        (void)agent_events_.Record(*d, *m);
+        break;
+      }
       case DeviceTopic::kResponse: {
         if (live) (void)repo.Touch(m->device_id, now);
         std::shared_ptr<PendingCall> call;
@@ -329,6 +360,7 @@ class DeviceRegistryImpl final : public DeviceRegistry {
   Context& ctx_;
   RegistrySettings settings_;
   BadMessageAuditor bad_;
+  AgentEventAuditor agent_events_;  // torwart/d/<uuid>/event -> audit agent.<type>
   std::unique_ptr<mqtt::Client> client_;
   std::thread worker_;
   std::mutex mu_;
@@ -339,6 +371,7 @@ class DeviceRegistryImpl final : public DeviceRegistry {
   std::optional<Steady::time_point> catch_up_until_;
   std::mutex calls_mu_;
   std::map<std::string, std::shared_ptr<PendingCall>> calls_;
+  std::function<void(const std::string&)> on_online_;  // guarded by mu_
 };
 
 json StateJson(const storage::DeviceState& s, bool details) {
@@ -380,9 +413,10 @@ void AddDeviceState(Context& ctx, const std::string& device_id, bool details, js
 
 void RegisterControlApi(Context& ctx, DeviceRegistry* registry, const std::string& agent_url,
                         http::Router& router) {
-  router.Add("GET", "/.well-known/torwart/agent.json", [agent_url](const http::Request&) {
+  router.Add("GET", "/.well-known/torwart/agent.json", [&ctx, agent_url](const http::Request&) {
     json j{{"v", 1}};
     if (!agent_url.empty()) j["mqtt_url"] = agent_url;
+    if (!ctx.relay_url.empty()) j["relay_url"] = ctx.relay_url;  // tunnels (tunnel_service.*)
     return http::Response::Json(200, j.dump());
   });
   router.Add(

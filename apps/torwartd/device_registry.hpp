@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -30,6 +31,7 @@ struct PingResult {
   bool ok = false;
   std::string result_json;  // "result" of the response ("" if none)
   std::string error;        // device's error text when !ok
+  std::string code;         // device's error code when !ok ("" if none), e.g. "consent"
 };
 
 class DeviceRegistry {
@@ -43,6 +45,14 @@ class DeviceRegistry {
   // kTimeout after `timeout`, kUnavailable when torwartd is not connected to the broker.
   virtual Expected<PingResult> Ping(const std::string& device_id,
                                     std::chrono::milliseconds timeout) = 0;
+  // Any command: publishes {"v":1,"cmd":cmd,"args":<args_json>} and waits for the answer, with
+  // the same errors as Ping. `args_json` must be a JSON object.
+  virtual Expected<PingResult> Command(const std::string& device_id, const std::string& cmd,
+                                       const std::string& args_json,
+                                       std::chrono::milliseconds timeout) = 0;
+  // Called on the registry's worker (must not block) when a device comes online, live or from
+  // a retained status after a reconnect. Set once at start-up.
+  virtual void OnDeviceOnline(std::function<void(const std::string& device_id)> hook) = 0;
 };
 
 // Routes: GET /.well-known/torwart/agent.json, POST /api/v1/devices/{name}/ping.

@@ -33,6 +33,10 @@
 #include "access.hpp"
 #include "policy_api.hpp"
 #include "webhooks.hpp"
+#include "tunnel_service.hpp"
+#include "recordings.hpp"
+#include "reports.hpp"
+#include "device_registry.hpp"
 
 namespace fs = std::filesystem;
 using namespace torwart;
@@ -151,8 +155,11 @@ int Serve(server::ServerConfig cfg) {
   }
   server::Webhooks webhooks(ctx);
   server::PkiService& pki_service = **pki;
+  // Tunnels (tunnel_service.*): made below; a revoked grant's streams end first.
+  std::unique_ptr<server::TunnelService> tunnels;
   server::AccessService access(ctx, policies, &webhooks,
-                               [&pki_service](const storage::AccessRequest& r) {
+                               [&pki_service, &tunnels](const storage::AccessRequest& r) {
+                                 if (tunnels) tunnels->OnGrantRevoked(r);
                                  if (auto n = pki_service.RevokeGrantCertificates(r.id); !n) {
                                    log::error("revoking certificates of grant {}: {}", r.id,
                                               n.error().message());
@@ -168,6 +175,31 @@ int Serve(server::ServerConfig cfg) {
     std::cerr << "torwartd: " << control.error().WithContext("control channel").message() << "\n";
     return 1;
   }
+  // Tunnels: the relay, its hooks and the kill paths (tunnel_service.*).
+  tunnels = std::make_unique<server::TunnelService>(ctx, access, policies);
+  if (server::DeviceRegistry* registry = (*control)->registry()) {
+    tunnels->SetCommandSender([registry](const std::string& id, const std::string& cmd,
+                                         const std::string& args, std::chrono::milliseconds t) {
+      return registry->Command(id, cmd, args, t);
+    });
+    registry->OnDeviceOnline([t = tunnels.get()](const std::string& id) { t->OnDeviceOnline(id); });
+  }
+  if (auto r = tunnels->Start(pki_service); !r) {
+    std::cerr << "torwartd: " << r.error().WithContext("tunnel relay").message() << "\n";
+    return 1;
+  }
+  server::RegisterTunnelApi(ctx, *tunnels, router);
+  // Recordings gateways upload (recordings.*): stored under <data>/recordings.
+  server::RecordingService recordings(ctx, pki_service, cfg.data_dir + "/recordings",
+                                      cfg.recordings.max_upload);
+  if (auto r = recordings.Init(); !r) {
+    std::cerr << "torwartd: " << r.error().WithContext("recordings").message() << "\n";
+    return 1;
+  }
+  recordings.RegisterRoutes(router);
+  // Compliance reports (reports.*): monthly per site, GDPR Art. 15 per person; read-only.
+  server::ReportService reports(ctx, access, [&audit_service] { return audit_service.Verify(); });
+  server::RegisterReportApi(ctx, reports, router);
 
   auto tls = net::MakeServerTlsContext({.cert_chain_file = (*pki)->server_cert_file(),
                                         .key_file = (*pki)->server_key_file(),
@@ -184,6 +216,9 @@ int Serve(server::ServerConfig cfg) {
   hs.tls = tls->get();
   hs.worker_threads = cfg.worker_threads;
   hs.on_bad_input = [&bad_input](const std::string& p, const std::string& w) { bad_input(p, w); };
+  hs.body_limit_for = [&recordings, limit = hs.max_body_bytes](const http::Request& head) {
+    return recordings.BodyLimitFor(head, limit);  // large bodies: recording uploads only
+  };
   http::Server server(hs, router);
   auto port = server.Start();
   if (!port) {
@@ -243,6 +278,7 @@ int Serve(server::ServerConfig cfg) {
   crl_thread.join();
   webhooks.Stop();
   server.Stop();
+  tunnels->Stop();   // ends every stream (recorded) before the registry goes
   control->reset();  // the registry, then the broker
   (void)server::AuditSystem(ctx, "server", "server.stop", nlohmann::json{{"signal", sig}}.dump());
   audit_service.Stop();  // drains the writer and signs a final checkpoint
@@ -275,6 +311,9 @@ int main(int argc, char** argv) {
   std::string broker_listen;
   app.add_option("--broker-listen", broker_listen,
                  "device listener of the managed MQTT broker, host:port (port 0: pick a free one)");
+  std::string relay_listen;
+  app.add_option("--relay-listen", relay_listen,
+                 "listener of the tunnel relay, host:port (port 0: pick a free one)");
   app.add_option("--device-lifetime", device_lifetime,
                  "lifetime of device certificates, e.g. 30d, 1h, 60s");
   server::AddDemoOption(app);  // --demo, demo.cpp
@@ -332,6 +371,15 @@ int main(int argc, char** argv) {
       return 2;
     }
     cfg.broker.device_listen = broker_listen;
+  }
+  if (!relay_listen.empty()) {
+    std::string a;
+    uint16_t p = 0;
+    if (auto r = server::ParseListen(relay_listen, a, p); !r) {
+      std::cerr << "torwartd: --relay-listen: " << r.error().message() << "\n";
+      return 2;
+    }
+    cfg.relay.listen = relay_listen;
   }
   if (!log_level.empty()) cfg.log_level = log_level;
   if (!device_lifetime.empty()) {

@@ -296,6 +296,26 @@ class PkiServiceImpl final : public PkiService, public pki::CmpBackend {
     return out;
   }
 
+  Expected<pki::DeviceIdentity> AuthenticateDevice(std::string_view client_cert_der) override {
+    if (client_cert_der.empty()) {
+      return MakeError(Errc::kUnauthenticated, "a device certificate (TLS client auth) is required");
+    }
+    auto cert = pki::CertFromDer(client_cert_der);
+    if (!cert) return MakeError(Errc::kUnauthenticated, "unreadable client certificate");
+    auto id = ca_->VerifyDeviceCertificate(cert->get());
+    if (!id) return MakeError(Errc::kUnauthenticated, id.error().message());
+    auto d = ctx_.store->devices().GetById(id->uuid);
+    if (!d) return MakeError(Errc::kUnauthenticated, "unknown device");
+    if (d->status == "revoked") return MakeError(Errc::kRevoked, "device is revoked");
+    auto c = ctx_.store->certificates().GetBySerial(id->serial);
+    if (!c) return MakeError(Errc::kUnauthenticated, "certificate unknown to this server");
+    if (c->device_id != d->id) {
+      return MakeError(Errc::kPermissionDenied, "certificate belongs to another device");
+    }
+    if (c->status == "revoked") return MakeError(Errc::kRevoked, "certificate is revoked");
+    return *id;
+  }
+
  private:
   void NotifyCertificatesChanged() {
     std::function<void()> hook;

@@ -8,6 +8,7 @@
 
 #include "context.hpp"
 #include "torwart/http/server.hpp"
+#include "torwart/pki/ca.hpp"
 #include "torwart/pki/grant_extension.hpp"
 
 namespace torwart::server {
@@ -44,6 +45,11 @@ class PkiService {
     TimePoint not_after;
   };
   virtual Expected<ServiceCredentials> IssueServiceCertificate(std::chrono::seconds lifetime) = 0;
+
+  // A device's TLS client certificate (DER, as the HTTPS listener saw it): chain to our CA,
+  // clientAuth, not expired, and in the database a known device that is not revoked with this
+  // certificate on record, not revoked. kUnauthenticated, kRevoked or kPermissionDenied.
+  virtual Expected<pki::DeviceIdentity> AuthenticateDevice(std::string_view client_cert_der) = 0;
 };
 
 Expected<std::unique_ptr<PkiService>> MakePkiService(Context& ctx);

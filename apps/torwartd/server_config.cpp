@@ -22,6 +22,30 @@ Expected<void> ParseListen(const std::string& text, std::string& address, uint16
   return {};
 }
 
+Expected<uint64_t> ParseByteSize(std::string_view text) {
+  uint64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || ptr == text.data()) {
+    return MakeError(Errc::kInvalidArgument, "'" + std::string(text) + "' is not a size like 256MiB");
+  }
+  std::string_view unit(ptr, static_cast<size_t>(text.data() + text.size() - ptr));
+  struct Unit {
+    std::string_view name;
+    uint64_t factor;
+  };
+  constexpr Unit kUnits[] = {{"", 1},          {"B", 1},           {"KiB", 1ull << 10},
+                             {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"kB", 1000},
+                             {"MB", 1000000},     {"GB", 1000000000}};
+  for (const Unit& u : kUnits) {
+    if (unit == u.name) {
+      if (n > UINT64_MAX / u.factor) break;
+      return n * u.factor;
+    }
+  }
+  return MakeError(Errc::kInvalidArgument,
+                   "'" + std::string(text) + "' is not a size like 256MiB (B, KiB, MiB, GiB)");
+}
+
 Expected<void> ReadConfig(ConfigReader& r, ServerConfig& cfg) {
   using std::chrono::seconds;
   cfg.data_dir = r.String("server.data_dir", cfg.data_dir);
@@ -88,6 +112,40 @@ Expected<void> ReadConfig(ConfigReader& r, ServerConfig& cfg) {
   cfg.broker.public_url = r.String("broker.public_url", cfg.broker.public_url);
   if (!cfg.broker.public_url.empty() && cfg.broker.public_url.rfind("mqtts://", 0) != 0) {
     r.AddError("broker.public_url", "must be an mqtts://host:port URL");
+  }
+  // [relay]
+  cfg.relay.enabled = r.Bool("relay.enabled", cfg.relay.enabled);
+  cfg.relay.listen = r.String("relay.listen", cfg.relay.listen);
+  {
+    std::string a;
+    uint16_t p = 0;
+    if (auto ok = ParseListen(cfg.relay.listen, a, p); !ok) {
+      r.AddError("relay.listen", ok.error().message());
+    }
+  }
+  cfg.relay.public_address = r.String("relay.public_address", cfg.relay.public_address);
+  if (!cfg.relay.public_address.empty()) {
+    std::string a;
+    uint16_t p = 0;
+    if (auto ok = ParseListen(cfg.relay.public_address, a, p); !ok || p == 0) {
+      r.AddError("relay.public_address",
+                 "must be host:port with a port, e.g. \"relay.example:8444\"");
+    }
+  }
+  cfg.relay.pair_timeout = r.Seconds("relay.pair_timeout", cfg.relay.pair_timeout, seconds(1));
+  // [recordings]
+  {
+    std::string max = r.String("recordings.max_upload", "");
+    if (!max.empty()) {
+      auto n = ParseByteSize(max);
+      if (!n) {
+        r.AddError("recordings.max_upload", n.error().message());
+      } else if (*n < (uint64_t{1} << 10) || *n > (uint64_t{1} << 30)) {
+        r.AddError("recordings.max_upload", "must be between 1KiB and 1GiB");
+      } else {
+        cfg.recordings.max_upload = *n;
+      }
+    }
   }
   // [audit]
   cfg.audit.checkpoint_every =

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "torwart/core/config.hpp"
@@ -28,6 +29,20 @@ struct BrokerConfig {
   std::string mosquitto_path = "/usr/sbin/mosquitto";
   std::string plugin_path;  // "" = next to torwartd's build output or /usr/lib/torwart
   std::string public_url;   // what agents are told; "" = derived from device_listen
+};
+
+// [relay]: the tunnel relay (docs/design/tunnel.md).
+struct RelayConfig {
+  bool enabled = true;
+  std::string listen = "127.0.0.1:8444";  // port 0: torwartd picks a free port (remembered)
+  std::string public_address;  // "host:port" told to CLI and agents; "" = listen (0.0.0.0 ->
+                               // the first server.public_names)
+  std::chrono::seconds pair_timeout{10};  // a technician waits this long for the gateway
+};
+
+// [recordings]: stream recordings uploaded by gateways (docs/design/recording.md).
+struct RecordingsConfig {
+  uint64_t max_upload = uint64_t{256} << 20;  // largest recording accepted (bytes)
 };
 
 // [audit] and its sub-tables (docs/design/audit.md).
@@ -75,12 +90,19 @@ struct ServerConfig {
 
   BrokerConfig broker;
 
+  RelayConfig relay;
+
   AuditConfig audit;
+
+  RecordingsConfig recordings;
 };
 
 // Reads every known key from `r` into `cfg` (defaults stay where a key is absent) and returns
 // all errors at once: unknown keys and bad values with file:line:col.
 Expected<void> ReadConfig(ConfigReader& r, ServerConfig& cfg);
+
+// "256MiB", "64KiB", "1GiB", "1000000" (bytes; also kB/MB/GB in powers of 10) -> bytes.
+Expected<uint64_t> ParseByteSize(std::string_view text);
 
 // "host:port" -> address and port; IPv6 as "[::1]:8443".
 Expected<void> ParseListen(const std::string& text, std::string& address, uint16_t& port);

@@ -67,6 +67,76 @@ sekret = "typo"
   EXPECT_NE(msg.find("webhooks[0].secret"), std::string::npos) << msg;
 }
 
+TEST(ServerConfigTest, ReadsTheRelayAndRejectsBadAddresses) {
+  {
+    ConfigReader r;
+    ServerConfig c;
+    ASSERT_TRUE(ReadConfig(r, c));
+    EXPECT_TRUE(c.relay.enabled);
+    EXPECT_EQ(c.relay.listen, "127.0.0.1:8444");
+    EXPECT_EQ(c.relay.public_address, "");
+    EXPECT_EQ(c.relay.pair_timeout, std::chrono::seconds(10));
+  }
+  {
+    auto r = ConfigReader::FromString(
+        "[relay]\nenabled = false\nlisten = \"0.0.0.0:0\"\n"
+        "public_address = \"relay.example:443\"\npair_timeout = \"30s\"\n",
+        "t.toml");
+    ASSERT_TRUE(r);
+    ServerConfig c;
+    ASSERT_TRUE(ReadConfig(*r, c));
+    EXPECT_FALSE(c.relay.enabled);
+    EXPECT_EQ(c.relay.listen, "0.0.0.0:0");
+    EXPECT_EQ(c.relay.public_address, "relay.example:443");
+    EXPECT_EQ(c.relay.pair_timeout, std::chrono::seconds(30));
+  }
+  {
+    auto r = ConfigReader::FromString(
+        "[relay]\nlisten = \"nowhere\"\npublic_address = \"relay.example:0\"\n"
+        "pair_timeout = \"0s\"\nport = 1\n",
+        "t.toml");
+    ASSERT_TRUE(r);
+    ServerConfig c;
+    auto res = ReadConfig(*r, c);
+    ASSERT_FALSE(res);
+    const std::string& m = res.error().message();
+    EXPECT_NE(m.find("t.toml:2:"), std::string::npos) << m;  // listen
+    EXPECT_NE(m.find("t.toml:3:"), std::string::npos) << m;  // public_address without a port
+    EXPECT_NE(m.find("t.toml:4:"), std::string::npos) << m;  // pair_timeout below 1 s
+    EXPECT_NE(m.find("unknown key 'relay.port'"), std::string::npos) << m;
+  }
+}
+
+TEST(ServerConfigTest, RecordingsMaxUpload) {
+  {
+    ConfigReader r;
+    ServerConfig c;
+    ASSERT_TRUE(ReadConfig(r, c));
+    EXPECT_EQ(c.recordings.max_upload, uint64_t{256} << 20);
+  }
+  {
+    auto r = ConfigReader::FromString("[recordings]\nmax_upload = \"64MiB\"\n", "t.toml");
+    ASSERT_TRUE(r);
+    ServerConfig c;
+    ASSERT_TRUE(ReadConfig(*r, c));
+    EXPECT_EQ(c.recordings.max_upload, uint64_t{64} << 20);
+  }
+  for (const char* bad : {"\"lots\"", "\"2GiB\"", "\"12\"", "\"5 MiB\""}) {
+    auto r = ConfigReader::FromString(std::string("[recordings]\nmax_upload = ") + bad + "\n",
+                                      "t.toml");
+    ASSERT_TRUE(r);
+    ServerConfig c;
+    auto res = ReadConfig(*r, c);
+    ASSERT_FALSE(res) << bad;
+    EXPECT_NE(res.error().message().find("t.toml:2:"), std::string::npos) << bad;
+  }
+  EXPECT_EQ(*ParseByteSize("1GiB"), uint64_t{1} << 30);
+  EXPECT_EQ(*ParseByteSize("3kB"), 3000u);
+  EXPECT_EQ(*ParseByteSize("77"), 77u);
+  EXPECT_FALSE(ParseByteSize("MiB"));
+  EXPECT_FALSE(ParseByteSize("99999999999999999999GiB"));
+}
+
 TEST(ServerConfigTest, ListenParsing) {
   std::string a;
   uint16_t p = 0;

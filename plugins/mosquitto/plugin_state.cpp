@@ -160,7 +160,8 @@ bool DeviceMayAccess(std::string_view uuid, std::string_view topic, int access) 
   std::string_view leaf = topic.substr(kPrefix.size() + uuid.size() + 1);
   switch (access) {
     case kAclWrite:
-      return leaf == "status" || leaf == "inventory" || leaf == "health" || leaf == "res";
+      return leaf == "status" || leaf == "inventory" || leaf == "health" || leaf == "res" ||
+             leaf == "event";
     case kAclRead:
     case kAclSubscribe:
       return leaf == "cmd";

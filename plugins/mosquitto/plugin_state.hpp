@@ -44,7 +44,8 @@ inline constexpr int kAclWrite = 0x02;
 inline constexpr int kAclSubscribe = 0x04;
 inline constexpr int kAclUnsubscribe = 0x08;
 
-// The device topic rules: device `uuid` may write torwart/d/<uuid>/{status,inventory,health,res},
+// The device topic rules: device `uuid` may write
+// torwart/d/<uuid>/{status,inventory,health,res,event},
 // may subscribe to and read exactly torwart/d/<uuid>/cmd, may unsubscribe from anything (it
 // only loses access), and nothing else.
 bool DeviceMayAccess(std::string_view uuid, std::string_view topic, int access);

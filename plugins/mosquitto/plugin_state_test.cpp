@@ -55,7 +55,7 @@ TEST(PluginState, RejectsTruncatedAndMalformedFilesWithoutTouchingTheOldState) {
 TEST(DeviceAcl, OwnTopicsOnly) {
   const std::string own = std::string("torwart/d/") + kUuid + "/";
   const std::string other = std::string("torwart/d/") + kOther + "/";
-  for (const char* leaf : {"status", "inventory", "health", "res"}) {
+  for (const char* leaf : {"status", "inventory", "health", "res", "event"}) {
     EXPECT_TRUE(DeviceMayAccess(kUuid, own + leaf, kAclWrite)) << leaf;
     EXPECT_FALSE(DeviceMayAccess(kUuid, other + leaf, kAclWrite)) << leaf;
     EXPECT_FALSE(DeviceMayAccess(kUuid, own + leaf, kAclSubscribe)) << leaf;
@@ -71,6 +71,8 @@ TEST(DeviceAcl, OwnTopicsOnly) {
   EXPECT_FALSE(DeviceMayAccess(kUuid, "#", kAclSubscribe));
   EXPECT_FALSE(DeviceMayAccess(kUuid, "$share/x/" + own + "cmd", kAclSubscribe));
   EXPECT_FALSE(DeviceMayAccess(kUuid, own + "status/x", kAclWrite));
+  EXPECT_FALSE(DeviceMayAccess(kUuid, own + "event/x", kAclWrite));
+  EXPECT_FALSE(DeviceMayAccess(kUuid, own + "events", kAclWrite));
   EXPECT_FALSE(DeviceMayAccess(kUuid, own, kAclWrite));
   EXPECT_FALSE(DeviceMayAccess("torwartd", "torwart/d/torwartd/status", kAclWrite));
   EXPECT_TRUE(DeviceMayAccess(kUuid, "#", kAclUnsubscribe));

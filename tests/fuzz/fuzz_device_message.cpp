@@ -16,8 +16,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const char* kTopics[] = {"torwart/d/0f8fad5b-d9cb-469f-a165-70867728950e/status",
                                   "torwart/d/0f8fad5b-d9cb-469f-a165-70867728950e/inventory",
                                   "torwart/d/0f8fad5b-d9cb-469f-a165-70867728950e/health",
-                                  "torwart/d/0f8fad5b-d9cb-469f-a165-70867728950e/res"};
-  (void)torwart::server::ParseDeviceMessage(kTopics[size % 4], in);
+                                  "torwart/d/0f8fad5b-d9cb-469f-a165-70867728950e/res",
+                                  "torwart/d/0f8fad5b-d9cb-469f-a165-70867728950e/event"};
+  (void)torwart::server::ParseDeviceMessage(kTopics[size % 5], in);
+  // Agent events (torwart/d/<uuid>/event) get every input once more, whatever its size.
+  (void)torwart::server::ParseDeviceMessage(kTopics[4], in);
   torwart::broker_plugin::State s;
   std::string error;
   (void)torwart::broker_plugin::ParseState(in, s, error);

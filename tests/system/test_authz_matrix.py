@@ -61,6 +61,12 @@ TABLE = {
     # control channel (device_registry.cpp)
     ("POST", "/api/v1/devices/{name}/ping"): Rule(roles("admin", "operator")),
     ("GET", "/.well-known/torwart/agent.json"): Rule(PUBLIC),  # where agents find the broker
+    # tunnels (tunnel_service.cpp): ending a stream never needs TOTP; the handlers show and
+    # kill only the caller's own streams unless admin/operator (list: also auditor, approver).
+    ("GET", "/api/v1/tunnels"): Rule(ALL),
+    ("POST", "/api/v1/tunnels/{id}/kill"): Rule(roles("admin", "operator", "approver",
+                                                      "technician")),
+    ("POST", "/api/v1/devices/{name}/quarantine"): Rule(roles("admin", "operator")),
     # audit (api.cpp, audit_api.cpp)
     ("GET", "/api/v1/audit"): Rule(roles("admin", "auditor")),
     ("GET", "/api/v1/audit/status"): Rule(roles("admin", "auditor")),
@@ -72,6 +78,10 @@ TABLE = {
     ("POST", "/api/v1/audit/holds"): Rule(roles("admin", "auditor")),
     ("DELETE", "/api/v1/audit/holds/{id}"): Rule(roles("admin", "auditor")),
     ("GET", "/api/v1/health"): Rule(PUBLIC),
+    # reports (reports.cpp): monthly for admin/auditor; the Art. 15 report for everyone, but the
+    # handler gives non-auditors only their own (no ?user= means the caller).
+    ("GET", "/api/v1/reports/monthly"): Rule(roles("admin", "auditor")),
+    ("GET", "/api/v1/reports/subject"): Rule(ALL),
     # policy (policy_api.cpp)
     ("POST", "/api/v1/policy/check"): Rule(roles("admin", "operator", "auditor")),
     ("PUT", "/api/v1/policy"): Rule(roles("admin", "operator")),
@@ -93,6 +103,11 @@ TABLE = {
     ("POST", "/api/v1/access/{id}/review"): Rule(roles("admin", "operator", "approver")),
     ("POST", "/api/v1/access/{id}/certificate"): Rule(roles("admin", "operator", "approver",
                                                             "technician"), mfa=True),
+    # recordings (recordings.cpp): technicians see their own sessions' only (in the handler);
+    # uploads are authenticated by the gateway's device certificate, never a person's token.
+    ("GET", "/api/v1/recordings"): Rule(roles("admin", "auditor", "technician")),
+    ("GET", "/api/v1/recordings/{id}"): Rule(roles("admin", "auditor", "technician")),
+    ("PUT", "/api/v1/recordings/{id}"): Rule(DEVICE),
     # PKI for devices (pki_service.cpp)
     ("GET", "/pki/crl"): Rule(PUBLIC),
     ("GET", "/pki/ca"): Rule(PUBLIC),

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import ROOT, BUILD, TORWARTD, Cli, NEW_ADMIN_PASSWORD, run
+from conftest import ROOT, BUILD, TORWARTD, Cli, NEW_ADMIN_PASSWORD, free_port, run
 
 
 def test_first_start_creates_ca_and_one_time_admin(server, tmp_path):
@@ -91,8 +91,13 @@ def test_offline_root_export(server, tmp_path):
 
 
 def test_make_run_script_prints_password_and_next_steps(tmp_path):
+    """`make run` (scripts/run-demo) starts the server, the demo agent and a simulated PLC, and
+    prints the steps; following them, a technician reads the PLC through a tunnel."""
+    from access_helpers import totp
+    plc_port = free_port()
     env = dict(os.environ, TORWART_DATA_DIR=str(tmp_path / "data"), TORWART_LISTEN="127.0.0.1:0",
-               TORWART_BROKER_LISTEN="127.0.0.1:0")
+               TORWART_BROKER_LISTEN="127.0.0.1:0", TORWART_RELAY_LISTEN="127.0.0.1:0",
+               TORWART_PLC_LISTEN=f"127.0.0.1:{plc_port}")
     p = subprocess.Popen([str(ROOT / "scripts" / "run-demo"), str(BUILD)], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
@@ -104,10 +109,40 @@ def test_make_run_script_prints_password_and_next_steps(tmp_path):
             if not line:
                 break
             out += line
+        assert "one-time password" in out, out
+        assert "torwart login --server https://127.0.0.1:" in out, out
+        for step in ("policy apply api/examples/demo-policy.jsonc", "access request demo/plc-1",
+                     "access approve", "connect demo/plc-1", "mbpoll -m tcp"):
+            assert step in out, (step, out)
+        assert "enrollment failed" not in out, out  # the demo agent enrolled
+
+        # Follow the printed steps.
+        ep = json.loads((tmp_path / "data" / "endpoint.json").read_text())
+        otp = out.split("one-time password:")[1].split()[0]
+
+        class S:  # what Cli needs of a server
+            url, ca = ep["url"], ep["ca"]
+        admin = Cli(S, tmp_path / "cli-admin")
+        admin.login("admin", otp)
+        admin.run("passwd", input=f"{otp}\n{NEW_ADMIN_PASSWORD}\n")
+        admin.run("mfa", "confirm", totp(admin.run("mfa", "enroll", json_out=True)["secret"]))
+        admin.run("policy", "apply", ROOT / "api" / "examples" / "demo-policy.jsonc")
+        tech_otp = admin.run("user", "add", "tech", "--role", "technician",
+                             json_out=True)["one_time_password"]
+        tech = Cli(S, tmp_path / "cli-tech")
+        tech.login("tech", tech_otp)
+        tech.run("passwd", input=f"{tech_otp}\na technician password 42\n")
+        tech.run("mfa", "confirm", totp(tech.run("mfa", "enroll", json_out=True)["secret"]))
+        req = tech.run("access", "request", "demo/plc-1", "--scope", "modbus:read", "--reason",
+                       "read counters", json_out=True)
+        admin.run("access", "approve", req["id"])
+        deadline = time.time() + 30
+        while not admin.run("device", "show", "demo-gateway", json_out=True).get("online"):
+            assert time.time() < deadline, "the demo agent did not come online"
+            time.sleep(0.2)
+        r = tech.run("connect", "demo/plc-1", "--exec",
+                     "mbpoll -m tcp -a 1 -r 1 -c 4 -t 4 -1 -p {port} {host}")
+        assert "[1]:" in r.stdout and "[4]:" in r.stdout, r.stdout + r.stderr
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(10)
-    assert "one-time password" in out, out
-    assert "torwart login --server https://127.0.0.1:" in out, out
-    assert "device add" in out and "torwart-agent" in out
-    assert "enrollment failed" not in out, out  # the demo agent enrolled

@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -345,9 +346,36 @@ asio::awaitable<void> Server::Impl::Serve(Connection& c) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(
         static_cast<std::uint32_t>(std::min<size_t>(settings.max_header_bytes, UINT32_MAX)));
-    parser.body_limit(settings.max_body_bytes);
+    size_t body_limit = settings.max_body_bytes;
+    // With a per-request limit the header decides; Beast would check Content-Length against
+    // the default limit while parsing the header, so the check moves after it.
+    if (settings.body_limit_for) {
+      // Not boost::none: Beast 1.74 compares Content-Length > none as true.
+      parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+    } else {
+      parser.body_limit(body_limit);
+    }
     tcp_layer.expires_after(settings.read_timeout);
     co_await bhttp::async_read_header(stream, buffer, parser, Redirect(ec));
+    if (!ec && settings.body_limit_for) {
+      Request head;
+      head.method = std::string(parser.get().method_string());
+      head.target = std::string(parser.get().target());
+      for (const auto& field : parser.get()) {
+        std::string name(field.name_string());
+        for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        head.headers.emplace(std::move(name), std::string(field.value()));
+      }
+      head.peer = c.peer;
+      head.client_cert_der = cert_der;
+      body_limit = settings.body_limit_for(head);
+      auto length = parser.content_length();
+      if (length && *length > body_limit) {
+        ec = bhttp::error::body_limit;
+      } else {
+        parser.body_limit(body_limit);
+      }
+    }
     if (!ec) {
       auto expect = parser.get()[bhttp::field::expect];
       if (beast::iequals(expect, "100-continue")) {
@@ -355,7 +383,15 @@ asio::awaitable<void> Server::Impl::Serve(Connection& c) {
         co_await bhttp::async_write(stream, cont, Redirect(ec));
         if (ec) co_return;
       }
-      co_await bhttp::async_read(stream, buffer, parser, Redirect(ec));
+      if (body_limit > settings.max_body_bytes) {
+        // A large body (an upload): read_timeout applies to each read, not to the whole body.
+        while (!ec && !parser.is_done()) {
+          tcp_layer.expires_after(settings.read_timeout);
+          co_await bhttp::async_read_some(stream, buffer, parser, Redirect(ec));
+        }
+      } else {
+        co_await bhttp::async_read(stream, buffer, parser, Redirect(ec));
+      }
     }
     if (ec) {
       if (Stopping() || ec == asio::error::operation_aborted) co_return;
@@ -374,9 +410,8 @@ asio::awaitable<void> Server::Impl::Serve(Connection& c) {
       Response resp;
       std::string what;
       if (ec == bhttp::error::body_limit) {
-        resp = Response::Error(
-            413, "payload_too_large",
-            "request body exceeds " + std::to_string(settings.max_body_bytes) + " bytes");
+        resp = Response::Error(413, "payload_too_large",
+                               "request body exceeds " + std::to_string(body_limit) + " bytes");
         what = "request body too large";
       } else if (ec == bhttp::error::header_limit) {
         resp = Response::Error(431, "header_too_large", "request header too large");

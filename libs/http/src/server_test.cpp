@@ -329,6 +329,34 @@ TEST_F(ServerTest, OversizedBodyGets413ThenClose) {
   ExpectStillServing();
 }
 
+TEST_F(ServerTest, PerRequestBodyLimitAllowsLargeUploadsOnlyWhereSaid) {
+  ServerSettings s;
+  s.max_body_bytes = 64 << 10;
+  s.body_limit_for = [](const Request& head) -> size_t {
+    return head.target == "/echo?big=1" && head.Header("x-upload") == "yes" ? 3 << 20 : 64 << 10;
+  };
+  StartServer(s);
+  Client client(ClientFor(ca_.cert_file()));
+  auto big = client.Send("POST", "/echo?big=1", {{"X-Upload", "yes"}}, std::string(2 << 20, 'b'));
+  ASSERT_TRUE(big) << big.error().String();
+  EXPECT_EQ(big->status, 201);
+  EXPECT_EQ(big->body.size(), size_t{2} << 20);
+  // The same size elsewhere, or without the header, is still refused by the default limit.
+  auto other = client.Send("POST", "/echo", {{"X-Upload", "yes"}}, std::string(2 << 20, 'b'));
+  ASSERT_TRUE(other) << other.error().String();
+  EXPECT_EQ(other->status, 413);
+  auto no_header = client.Send("POST", "/echo?big=1", {}, std::string(1 << 20, 'b'));
+  ASSERT_TRUE(no_header) << no_header.error().String();
+  EXPECT_EQ(no_header->status, 413);
+  EXPECT_THAT(no_header->body, HasSubstr("65536"));
+  // Above the per-request limit: 413 naming that limit.
+  auto huge = client.Send("POST", "/echo?big=1", {{"X-Upload", "yes"}}, std::string(4 << 20, 'b'));
+  ASSERT_TRUE(huge) << huge.error().String();
+  EXPECT_EQ(huge->status, 413);
+  EXPECT_THAT(huge->body, HasSubstr(std::to_string(3 << 20)));
+  ExpectStillServing();
+}
+
 TEST_F(ServerTest, OversizedHeaderGets431) {
   ServerSettings s;
   s.max_header_bytes = 4 << 10;

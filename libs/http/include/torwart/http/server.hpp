@@ -49,6 +49,11 @@ struct ServerSettings {
   int io_threads = 1;
   int worker_threads = 4;
   BadInputCallback on_bad_input;
+  // Optional per-request body limit instead of max_body_bytes (e.g. large uploads on one route
+  // for authenticated devices). Gets the request line, headers, peer and client certificate (no
+  // body, no routing yet). A limit above max_body_bytes makes read_timeout apply per read of
+  // the body rather than to the whole body. Runs on an I/O thread: quick, thread-safe.
+  std::function<size_t(const Request& head)> body_limit_for;
 };
 
 class Server {

@@ -330,6 +330,106 @@ class DeviceStateRepo {
   virtual Expected<std::vector<DeviceState>> List() = 0;
 };
 
+// One stream through the relay (docs/design/tunnel.md): opened when torwartd authorised a
+// technician's CONNECT, closed when either leg ended.
+struct TunnelSession {
+  std::string id;  // stream id "st-" + 16 hex
+  std::string grant_id;
+  std::string user;
+  std::string device_id;  // the gateway
+  std::string site;
+  std::string target;
+  std::string client;  // technician's address "ip:port" as the relay saw it
+  TimePoint opened;
+  std::optional<TimePoint> closed;  // unset while live
+  int64_t bytes_up = 0;             // technician -> gateway
+  int64_t bytes_down = 0;           // gateway -> technician
+  std::string end_reason;
+};
+
+// A device's quarantine (seed 003): no new streams, live ones killed. The agent is told and
+// persists it; `synced` records that it confirmed the current state.
+struct DeviceQuarantine {
+  std::string device_id;
+  bool on = false;
+  std::string reason;
+  std::string by;  // user who set or lifted it
+  TimePoint since;
+  bool synced = false;
+};
+
+class TunnelRepo {
+ public:
+  virtual ~TunnelRepo() = default;
+  virtual Expected<void> Open(const TunnelSession& s) = 0;  // kAlreadyExists on id
+  // Sets closed, bytes and reason once; kNotFound if unknown, kFailedPrecondition if closed.
+  virtual Expected<void> Close(const std::string& id, TimePoint closed, int64_t bytes_up,
+                               int64_t bytes_down, const std::string& reason) = 0;
+  virtual Expected<TunnelSession> Get(const std::string& id) = 0;  // kNotFound
+  // Newest first. Empty `user` matches all; `live_only`: not closed.
+  virtual Expected<std::vector<TunnelSession>> List(const std::string& user, bool live_only,
+                                                    int limit) = 0;
+  // Closes every session still open (after a restart no stream survives). Returns how many.
+  virtual Expected<int64_t> CloseAllOpen(TimePoint when, const std::string& reason) = 0;
+
+  // Creates or replaces the device's quarantine state.
+  virtual Expected<void> SetQuarantine(const DeviceQuarantine& q) = 0;
+  // nullopt: never quarantined.
+  virtual Expected<std::optional<DeviceQuarantine>> GetQuarantine(const std::string& device_id) = 0;
+  // Marks the state synced if it is still `on` (a later change stays unsynced).
+  virtual Expected<void> MarkQuarantineSynced(const std::string& device_id, bool on) = 0;
+  // Every device that has a quarantine record (on, or lifted), by device id.
+  virtual Expected<std::vector<DeviceQuarantine>> ListQuarantines() = 0;
+};
+
+// The index entry of a stream recording a gateway uploaded (docs/design/recording.md, "Storage
+// on the server"); the bytes are a file torwartd keeps next to the database. One per stream.
+struct StoredRecording {
+  std::string id;  // the stream id "st-" + 16 hex
+  std::string device_id;
+  std::string user, grant_id, site, target, protocol;  // from the tunnel session / the header
+  int64_t size = 0;
+  std::string sha256;  // hex of the stored bytes
+  TimePoint uploaded;
+  std::optional<TimePoint> started;  // from the recording's header, if it could be read
+  std::string status;                // verified, incomplete, tampered_on_upload
+  std::string problem;               // what verification found ("" when verified)
+  std::string cert_serial;           // the device certificate whose key verified it
+};
+
+class RecordingRepo {
+ public:
+  virtual ~RecordingRepo() = default;
+  virtual Expected<void> Insert(const StoredRecording& r) = 0;        // kAlreadyExists on id
+  virtual Expected<StoredRecording> Get(const std::string& id) = 0;  // kNotFound
+  // Newest upload first; `user` "" matches all.
+  virtual Expected<std::vector<StoredRecording>> List(const std::string& user, int limit) = 0;
+  // kNotFound. Only to undo an upload whose audit event could not be written.
+  virtual Expected<void> Delete(const std::string& id) = 0;
+};
+
+// Read-only range queries for the compliance reports (docs/design/reports.md): questions the
+// per-object repositories above answer only by reading everything.
+struct SessionRange {
+  std::optional<TimePoint> from, until;  // from <= opened < until; unset = open
+  std::string site;                      // "" = any
+  std::string user;                      // "" = any
+  // Paging: only sessions after this (opened, id) in the order of ReportRepo::Sessions.
+  std::optional<std::pair<TimePoint, std::string>> after;
+  int limit = 1000;  // must be > 0
+};
+
+class ReportRepo {
+ public:
+  virtual ~ReportRepo() = default;
+  // Tunnel sessions matching `r`, oldest first (opened, then id).
+  virtual Expected<std::vector<TunnelSession>> Sessions(const SessionRange& r) = 0;
+  // Ids of the access requests for `site` ("" = any) created in [from, until), oldest first.
+  virtual Expected<std::vector<std::string>> AccessRequestIds(const std::string& site,
+                                                              TimePoint from, TimePoint until,
+                                                              int limit) = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -345,6 +445,9 @@ class Store {
   virtual AccessRepo& access() = 0;
   virtual OutboxRepo& outbox() = 0;
   virtual DeviceStateRepo& device_state() = 0;
+  virtual TunnelRepo& tunnels() = 0;
+  virtual RecordingRepo& recordings() = 0;
+  virtual ReportRepo& reports() = 0;  // docs/design/reports.md
   // Applied schema version after migrations.
   virtual int schema_version() const = 0;
 };

@@ -241,6 +241,53 @@ BEGIN
   SELECT RAISE(ABORT, 'audit records are append-only');
 END;
 )sql"},
+    {7, "tunnel sessions and device quarantine", R"sql(
+CREATE TABLE tunnel_sessions (
+  id            TEXT PRIMARY KEY,
+  grant_id      TEXT NOT NULL,
+  user_name     TEXT NOT NULL,
+  device_id     TEXT NOT NULL,
+  site          TEXT NOT NULL,
+  target        TEXT NOT NULL,
+  client        TEXT NOT NULL DEFAULT '',
+  opened_us     INTEGER NOT NULL,
+  closed_us     INTEGER,
+  bytes_up      INTEGER NOT NULL DEFAULT 0,
+  bytes_down    INTEGER NOT NULL DEFAULT 0,
+  end_reason    TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX tunnel_sessions_opened ON tunnel_sessions(opened_us);
+CREATE INDEX tunnel_sessions_live ON tunnel_sessions(closed_us) WHERE closed_us IS NULL;
+
+CREATE TABLE device_quarantine (
+  device_id   TEXT PRIMARY KEY,
+  quarantined INTEGER NOT NULL,
+  reason      TEXT NOT NULL DEFAULT '',
+  by_user     TEXT NOT NULL DEFAULT '',
+  since_us    INTEGER NOT NULL,
+  synced      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+)sql"},
+    {8, "recordings: index of the stream recordings gateways uploaded", R"sql(
+-- The bytes are files in <data>/recordings/<id>.rec; this is what the API lists and checks.
+CREATE TABLE recordings (
+  id          TEXT PRIMARY KEY,
+  device_id   TEXT NOT NULL,
+  user_name   TEXT NOT NULL DEFAULT '',
+  grant_id    TEXT NOT NULL DEFAULT '',
+  site        TEXT NOT NULL DEFAULT '',
+  target      TEXT NOT NULL DEFAULT '',
+  protocol    TEXT NOT NULL DEFAULT '',
+  size        INTEGER NOT NULL,
+  sha256      TEXT NOT NULL,
+  uploaded_us INTEGER NOT NULL,
+  started_us  INTEGER,
+  status      TEXT NOT NULL,
+  problem     TEXT NOT NULL DEFAULT '',
+  cert_serial TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX recordings_user ON recordings(user_name, uploaded_us);
+)sql"},
 };
 
 Expected<int> CurrentVersion(Connection& conn) {

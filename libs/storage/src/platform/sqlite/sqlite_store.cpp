@@ -15,7 +15,10 @@
 #include "platform/sqlite/connection.hpp"
 #include "platform/sqlite/device_state_repo.hpp"
 #include "platform/sqlite/mfa_repo.hpp"
+#include "platform/sqlite/tunnel_repo.hpp"
 #include "platform/sqlite/migrations.hpp"
+#include "platform/sqlite/recording_repo.hpp"
+#include "platform/sqlite/report_repo.hpp"
 #include "torwart/storage/store.hpp"
 
 namespace torwart::storage {
@@ -583,6 +586,9 @@ class SqliteStore final : public Store {
   AccessRepo& access() override { return *access_; }
   OutboxRepo& outbox() override { return *outbox_; }
   DeviceStateRepo& device_state() override { return *device_state_; }
+  TunnelRepo& tunnels() override { return *tunnels_; }
+  RecordingRepo& recordings() override { return *recordings_; }
+  ReportRepo& reports() override { return *reports_; }
   int schema_version() const override { return version_; }
 
  private:
@@ -600,6 +606,9 @@ class SqliteStore final : public Store {
   std::unique_ptr<AccessRepo> access_ = sqlite::MakeAccessRepo(db_.mu, db_.conn);
   std::unique_ptr<OutboxRepo> outbox_ = sqlite::MakeOutboxRepo(db_.mu, db_.conn);
   std::unique_ptr<DeviceStateRepo> device_state_ = sqlite::MakeDeviceStateRepo(db_.mu, db_.conn);
+  std::unique_ptr<TunnelRepo> tunnels_ = sqlite::MakeTunnelRepo(db_.mu, db_.conn);
+  std::unique_ptr<RecordingRepo> recordings_ = sqlite::MakeRecordingRepo(db_.mu, db_.conn);
+  std::unique_ptr<ReportRepo> reports_ = sqlite::MakeReportRepo(db_.mu, db_.conn);
 };
 
 }  // namespace

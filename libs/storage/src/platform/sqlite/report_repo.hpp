@@ -1,0 +1,17 @@
+// SQLite implementation of ReportRepo: read-only range queries over tunnel_sessions and
+// access_requests for the compliance reports (docs/design/reports.md). Shares SqliteStore's
+// connection and mutex (every call locks `mu`); thread-safe as such.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include "platform/sqlite/connection.hpp"
+#include "torwart/storage/store.hpp"
+
+namespace torwart::storage::sqlite {
+
+// `conn` is read at each call (the store sets it after constructing the repos).
+std::unique_ptr<ReportRepo> MakeReportRepo(std::mutex& mu, std::unique_ptr<Connection>& conn);
+
+}  // namespace torwart::storage::sqlite
