@@ -150,6 +150,18 @@ def run(cmd, check=True, timeout=60, **kw):
     return p
 
 
+def wait_for(pred, timeout=20, step=0.1, what="condition"):
+    """Polls pred() until it returns something truthy (returned) or `timeout` s pass."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from access_helpers import realtime_policy, user_with_mfa
-from conftest import AGENT, Server, admin_cli, free_port, run
+from conftest import AGENT, Server, admin_cli, free_port, run, wait_for
 from test_pki import add_device
 
 paho = pytest.importorskip("paho.mqtt.client")
@@ -32,17 +32,6 @@ TECH = "techniker@it-service.example"
 OWNER = "dr.mueller@praxis-mueller.example"
 SITE = "praxis-mueller"
 TARGET = "praxis-router"
-
-
-def wait_for(pred, timeout=15, step=0.05, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def stream_id():

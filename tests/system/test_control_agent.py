@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AGENT, BUILD, admin_cli, free_port, run
+from conftest import AGENT, BUILD, admin_cli, free_port, run, wait_for
 from test_pki import add_device
 
 SWARM = BUILD / "libs" / "mqtt" / "torwart-mqtt-swarm"
-
-
-def wait_for(pred, timeout=20, step=0.2, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def show(admin, name):

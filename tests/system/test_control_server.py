@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import run, wait_for
 from test_pki import add_device, cmp_ir
 
 paho = pytest.importorskip("paho.mqtt.client")
@@ -32,16 +32,6 @@ def agent_json(server):
     with urllib.request.urlopen(server.url + "/.well-known/torwart/agent.json", context=ctx,
                                 timeout=10) as r:
         return json.loads(r.read())
-
-
-def wait_for(pred, timeout=15, step=0.1, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def enroll(server, admin, tmp: Path, name):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from access_helpers import totp
-from conftest import AGENT, BUILD, ROOT, TORWART, Cli, Server, admin_cli, run
+from conftest import AGENT, BUILD, ROOT, TORWART, Cli, Server, admin_cli, run, wait_for
 
 PLCSIM = BUILD / "tools" / "plcsim" / "plcsim"
 SRV_IP, GW_IP, OT_IP = "10.77.1.1", "10.77.2.2", "10.77.3.2"
@@ -82,17 +82,6 @@ def sh(*cmd, check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))}: {p.stderr}")
     return p
-
-
-def wait_for(pred, timeout=20, step=0.1, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 class Net:

@@ -1,4 +1,5 @@
 #include "platform/sqlite/report_repo.hpp"
+#include "platform/sqlite/tunnel_repo.hpp"
 
 #include <algorithm>
 #include <limits>
@@ -7,23 +8,7 @@
 namespace torwart::storage::sqlite {
 namespace {
 
-// The columns of tunnel_sessions (migration 7) as TunnelSession has them.
-Expected<TunnelSession> ReadSession(const Statement& st) {
-  TunnelSession s;
-  s.id = st.Text(0);
-  s.grant_id = st.Text(1);
-  s.user = st.Text(2);
-  s.device_id = st.Text(3);
-  s.site = st.Text(4);
-  s.target = st.Text(5);
-  s.client = st.Text(6);
-  s.opened = st.Time(7);
-  s.closed = st.OptionalTime(8);
-  s.bytes_up = st.Int(9);
-  s.bytes_down = st.Int(10);
-  s.end_reason = st.Text(11);
-  return s;
-}
+Expected<TunnelSession> ReadSession(const Statement& st) { return ReadTunnelSession(st); }
 
 class SqliteReportRepo final : public ReportRepo {
  public:
@@ -35,14 +20,14 @@ class SqliteReportRepo final : public ReportRepo {
     constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
     std::lock_guard lock(mu_);
     // (opened_us, id) > (?5, ?6) pages in the ORDER BY; the opened_us index bounds the range.
-    auto st = conn_->Prepare(
-        "SELECT id, grant_id, user_name, device_id, site, target, client, opened_us, closed_us, "
-        "bytes_up, bytes_down, end_reason FROM tunnel_sessions "
+    const std::string sql =
+        std::string("SELECT ") + kTunnelSessionColumns +
+        " FROM tunnel_sessions "
         "WHERE opened_us >= ?1 AND opened_us < ?2 AND (?3 = '' OR site = ?3) "
         "AND (?4 = '' OR user_name = ?4) "
         "AND (?7 = 0 OR opened_us > ?5 OR (opened_us = ?5 AND id > ?6)) "
-        "ORDER BY opened_us, id LIMIT ?8",
-        "reading tunnel sessions for a report");
+        "ORDER BY opened_us, id LIMIT ?8";
+    auto st = conn_->Prepare(sql.c_str(), "reading tunnel sessions for a report");
     if (!st) return MakeError(st.error());
     st->Bind(1, r.from ? ToMicros(*r.from) : kMin).Bind(2, r.until ? ToMicros(*r.until) : kMax);
     st->Bind(3, r.site).Bind(4, r.user);

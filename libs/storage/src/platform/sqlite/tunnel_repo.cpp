@@ -3,13 +3,11 @@
 #include <string>
 
 namespace torwart::storage::sqlite {
-namespace {
-
-constexpr char kColumns[] =
+const char kTunnelSessionColumns[] =
     "id, grant_id, user_name, device_id, site, target, client, opened_us, closed_us, bytes_up, "
     "bytes_down, end_reason";
 
-TunnelSession Read(const Statement& st) {
+TunnelSession ReadTunnelSession(const Statement& st) {
   TunnelSession s;
   s.id = st.Text(0);
   s.grant_id = st.Text(1);
@@ -25,6 +23,10 @@ TunnelSession Read(const Statement& st) {
   s.end_reason = st.Text(11);
   return s;
 }
+
+namespace {
+
+constexpr const char* kColumns = kTunnelSessionColumns;
 
 constexpr char kQuarantineColumns[] = "device_id, quarantined, reason, by_user, since_us, synced";
 
@@ -86,7 +88,7 @@ class SqliteTunnelRepo final : public TunnelRepo {
     auto row = st->Step();
     if (!row) return MakeError(row.error());
     if (!*row) return MakeError(Errc::kNotFound, "no tunnel session '" + id + "'");
-    return Read(*st);
+    return ReadTunnelSession(*st);
   }
 
   Expected<std::vector<TunnelSession>> List(const std::string& user, bool live_only,
@@ -104,7 +106,7 @@ class SqliteTunnelRepo final : public TunnelRepo {
       auto row = st->Step();
       if (!row) return MakeError(row.error());
       if (!*row) break;
-      out.push_back(Read(*st));
+      out.push_back(ReadTunnelSession(*st));
     }
     return out;
   }
@@ -152,14 +154,8 @@ class SqliteTunnelRepo final : public TunnelRepo {
         std::string("SELECT ") + kQuarantineColumns + " FROM device_quarantine ORDER BY device_id";
     auto st = conn_->Prepare(sql.c_str(), "listing device quarantines");
     if (!st) return MakeError(st.error());
-    std::vector<DeviceQuarantine> out;
-    while (true) {
-      auto row = st->Step();
-      if (!row) return MakeError(row.error());
-      if (!*row) break;
-      out.push_back(ReadQuarantine(*st));
-    }
-    return out;
+    return ReadAll<DeviceQuarantine>(
+        *st, [](const Statement& r) -> Expected<DeviceQuarantine> { return ReadQuarantine(r); });
   }
 
   Expected<void> MarkQuarantineSynced(const std::string& device_id, bool on) override {

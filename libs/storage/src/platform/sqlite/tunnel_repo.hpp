@@ -11,6 +11,10 @@
 
 namespace torwart::storage::sqlite {
 
+// The columns of tunnel_sessions in the order ReadTunnelSession reads them.
+extern const char kTunnelSessionColumns[];
+TunnelSession ReadTunnelSession(const Statement& st);
+
 // `conn` is read at each call (the store sets it after constructing the repos).
 std::unique_ptr<TunnelRepo> MakeTunnelRepo(std::mutex& mu, std::unique_ptr<Connection>& conn);
 
