@@ -13,8 +13,14 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -68,6 +74,7 @@ void OnConnect(mosquitto*, void* ud, int rc, int, const mosquitto_property*) {
 
 struct Result {
   int devices = 0, connected = 0, failed = 0;
+  std::vector<double> latencies_ms;  // of the connections that succeeded
   double seconds = 0;
   double p50_ms = 0, p99_ms = 0;  // TCP connect -> CONNACK, per device
 };
@@ -106,14 +113,40 @@ Result RunTarget(const std::string& url_text, SSL_CTX* ctx, const std::vector<De
       std::lock_guard lock(g_fd_mu);
       g_by_fd[mosquitto_socket(c.m)] = c.dev;
     }
+    // One poll() over every open connection, then libmosquitto's read/write steps: its own
+    // mosquitto_loop() uses select() and fails for descriptors above FD_SETSIZE (1024).
     size_t finished = 0;
+    std::vector<pollfd> pfds;
+    std::vector<size_t> idx;
     for (size_t i = 0; i < started; ++i) {
       Conn& c = conns[i];
-      if (!c.done && mosquitto_loop(c.m, 0, 1) != MOSQ_ERR_SUCCESS) c.done = true;
-      if (c.done) ++finished;
+      if (c.done) {
+        ++finished;
+        continue;
+      }
+      int fd = mosquitto_socket(c.m);
+      if (fd < 0) {
+        c.done = true;
+        ++finished;
+        continue;
+      }
+      short ev = POLLIN;
+      if (mosquitto_want_write(c.m)) ev |= POLLOUT;
+      pfds.push_back(pollfd{fd, ev, 0});
+      idx.push_back(i);
+    }
+    if (!pfds.empty() && ::poll(pfds.data(), pfds.size(), 1) > 0) {
+      for (size_t k = 0; k < pfds.size(); ++k) {
+        Conn& c = conns[idx[k]];
+        short rev = pfds[k].revents;
+        int rc = MOSQ_ERR_SUCCESS;
+        if (rev & (POLLIN | POLLERR | POLLHUP)) rc = mosquitto_loop_read(c.m, 1);
+        if (rc == MOSQ_ERR_SUCCESS && !c.done && (rev & POLLOUT)) rc = mosquitto_loop_write(c.m, 1);
+        if (rc != MOSQ_ERR_SUCCESS) c.done = true;
+      }
     }
     if (finished == devices.size()) break;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (pfds.empty()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   std::vector<double> lat;
@@ -128,17 +161,82 @@ Result RunTarget(const std::string& url_text, SSL_CTX* ctx, const std::vector<De
     r.p99_ms = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
   }
   r.failed = r.devices - r.connected;
+  r.latencies_ms = std::move(lat);
   for (auto& c : conns) {
     if (!c.m) continue;
     if (c.ok) {
       mosquitto_disconnect(c.m);
-      mosquitto_loop(c.m, 10, 1);
+      mosquitto_loop_write(c.m, 1);  // flush the DISCONNECT (no select(): see above)
     }
     mosquitto_destroy(c.m);
   }
   std::lock_guard lock(g_fd_mu);
   g_by_fd.clear();
   return r;
+}
+
+// libmosquitto holds three descriptors per client (socket + an internal socket pair), so 10k
+// clients need more than one process may open here (the hard limit can be 20 000): the devices
+// are split over `processes` forked children that connect at rate/processes each; their
+// results are merged (counts summed, percentiles over all latencies, the longest duration).
+Result RunSharded(const std::string& url, SSL_CTX* ctx, const std::vector<Device>& devices,
+                  int rate, int timeout_s, int processes) {
+  if (processes <= 1) return RunTarget(url, ctx, devices, rate, timeout_s);
+  std::vector<std::pair<pid_t, int>> kids;
+  for (int p = 0; p < processes; ++p) {
+    int fds[2];
+    if (::pipe(fds) != 0) break;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      std::vector<Device> mine;
+      for (size_t i = p; i < devices.size(); i += processes) mine.push_back(devices[i]);
+      Result r = RunTarget(url, ctx, mine, std::max(1, rate / processes), timeout_s);
+      std::string out = std::to_string(r.devices) + " " + std::to_string(r.connected) + " " +
+                        std::to_string(r.seconds) + "\n";
+      for (double l : r.latencies_ms) out += std::to_string(l) + "\n";
+      size_t off = 0;
+      while (off < out.size()) {
+        ssize_t n = ::write(fds[1], out.data() + off, out.size() - off);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+      }
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    kids.emplace_back(pid, fds[0]);
+  }
+  Result all;
+  for (auto& [pid, fd] : kids) {
+    std::string text;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    ::waitpid(pid, nullptr, 0);
+    int dev = 0, conn = 0;
+    double secs = 0;
+    size_t pos = 0;
+    if (std::sscanf(text.c_str(), "%d %d %lf", &dev, &conn, &secs) != 3) continue;
+    all.devices += dev;
+    all.connected += conn;
+    all.seconds = std::max(all.seconds, secs);
+    pos = text.find('\n');
+    while (pos != std::string::npos && pos + 1 < text.size()) {
+      size_t next = text.find('\n', pos + 1);
+      all.latencies_ms.push_back(std::atof(text.c_str() + pos + 1));
+      pos = next;
+    }
+  }
+  all.devices = static_cast<int>(devices.size());  // a child that died counts as failures
+  all.failed = all.devices - all.connected;
+  auto& lat = all.latencies_ms;
+  std::sort(lat.begin(), lat.end());
+  if (!lat.empty()) {
+    all.p50_ms = lat[lat.size() / 2];
+    all.p99_ms = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
+  }
+  return all;
 }
 
 }  // namespace
@@ -155,7 +253,19 @@ int main(int argc, char** argv) {
   app.add_option("--rate", rate, "target connects per second (default 500)");
   app.add_option("--verify-host", verify_host, "name/IP in the broker certificates");
   app.add_option("--timeout", timeout_s, "seconds per target");
+  int processes = 0;
+  app.add_option("--processes", processes,
+                 "harness processes (default: as many as the descriptor limit needs)");
   CLI11_PARSE(app, argc, argv);
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (processes <= 0) {
+    double per = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? static_cast<double>(rl.rlim_cur) - 256 : 1000;
+    processes = std::max(1, static_cast<int>(std::ceil(devices * 3.0 / std::max(per, 100.0))));
+  }
   mosquitto_lib_init();
 
   std::vector<Device> devs;
@@ -203,11 +313,11 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   };
   if (!url_plugin.empty()) {
-    plugin = RunTarget(url_plugin, ctx->get(), devs, rate, timeout_s);
+    plugin = RunSharded(url_plugin, ctx->get(), devs, rate, timeout_s, processes);
     print("torwart_plugin", plugin);
   }
   if (!url_plain.empty()) {
-    plain = RunTarget(url_plain, ctx->get(), devs, rate, timeout_s);
+    plain = RunSharded(url_plain, ctx->get(), devs, rate, timeout_s, processes);
     print("mosquitto_acl", plain);
   }
   if (!url_plugin.empty() && !url_plain.empty() && plain.p50_ms > 0 && plain.p99_ms > 0) {
