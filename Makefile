@@ -45,6 +45,10 @@ bench: build
 	@$(BUILD_DIR)/bench/bench_a1_audit | tee bench/results/A1.json
 	@echo "Q1: mutual-TLS MQTT connects, torwart broker + plugin vs plain Mosquitto (200 devices)"
 	@bench/q1_prepare $(BUILD_DIR) $${Q1_DEVICES:-200} $${Q1_RATE:-500} | tee bench/results/Q1.json
+	@echo "T1/L1/S1/M1: tunnels, torwart vs ssh -J and a 3-hop haproxy TLS chain (TUNNEL_BENCH_ARGS=...)"
+	@for b in T1 L1 S1 M1; do \
+	  /usr/bin/python3 bench/tunnel_bench.py $$b --build-dir $(BUILD_DIR) $(TUNNEL_BENCH_ARGS) \
+	    | tee bench/results/$$b.json; done
 
 clean:
 	rm -rf build var
