@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <openssl/err.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -224,12 +225,21 @@ GrantCertificate EnsureGrantCertificate(Api& api, const Globals& g, const std::s
                                         bool renew) {
   std::string dir = dir_in.empty() ? ConfigDir(g) + "/grants" : dir_in;
   GrantCertificate out{dir + "/" + id + ".pem", dir + "/" + id + ".key", "", false};
-  if (!renew && UsableGrantCertificate(out.cert_path, out.key_path, id, grant_end, &out.not_after)) {
-    return out;
-  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   ::chmod(dir.c_str(), 0700);
+  // Several `torwart connect` for one grant may start at once: one checks and fetches at a
+  // time, so a key and a certificate from different requests never end up side by side.
+  struct Lock {
+    int fd;
+    ~Lock() {
+      if (fd >= 0) ::close(fd);  // also releases the flock
+    }
+  } lock{::open((dir + "/" + id + ".lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600)};
+  if (lock.fd >= 0) ::flock(lock.fd, LOCK_EX);
+  if (!renew && UsableGrantCertificate(out.cert_path, out.key_path, id, grant_end, &out.not_after)) {
+    return out;
+  }
   auto key = pki::GenerateP256Key();
   if (!key) Die(key.error().message());
   auto csr = pki::MakeCsr(key->get(), "torwart-grant-" + id);

@@ -241,6 +241,20 @@ def test_exec_gets_the_port_and_returns_its_status(world):
         c.stop()
 
 
+def test_concurrent_connects_for_one_grant_share_one_certificate(world):
+    """Several `torwart connect` for one fresh grant at once: each fetches or reuses the grant
+    certificate under a lock, so none ends up with a key that does not match its certificate."""
+    _, _, tech, _ = world
+    g = grant(tech, "werk/echo", "--duration", "1h")
+    procs = [subprocess.Popen([str(TORWART), "--config-dir", str(tech.config_dir), "connect",
+                               "werk/echo", "--grant", g["id"], "--exec", "exit 0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, out + err
+
+
 def test_a_grant_for_another_target_is_refused(world):
     _, _, tech, _ = world
     g = grant(tech, "werk/plc", "--scope", "modbus:read", "--duration", "1h")
