@@ -152,44 +152,18 @@ class IoRunner {
   ~IoRunner() { Shutdown(); }
   asio::io_context& ioc() { return ioc_; }
   asio::any_io_executor ex() { return ioc_.get_executor(); }
-  void Spawn(asio::awaitable<void> a) {
-    {
-      std::lock_guard lock(mu_);
-      ++tasks_;
-    }
-    asio::co_spawn(ioc_, std::move(a), [this](std::exception_ptr e) {
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("tunnel: task failed: {}", ex.what());
-        } catch (...) {
-          log::error("tunnel: task failed");
-        }
-      }
-      std::lock_guard lock(mu_);
-      --tasks_;
-      cv_.notify_all();
-    });
-  }
+  void Spawn(asio::awaitable<void> a) { tasks_.Spawn(ioc_, std::move(a)); }
   // Waits (bounded) for every task to finish, then stops the thread.
   void Shutdown() {
     if (!thread_.joinable()) return;
-    {
-      std::unique_lock lock(mu_);
-      if (!cv_.wait_for(lock, kStopWait, [this] { return tasks_ == 0; })) {
-        log::warn("tunnel: {} task(s) still running at stop", tasks_);
-      }
-    }
+    tasks_.WaitIdle(kStopWait);
     work_.reset();
     ioc_.stop();
     thread_.join();
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int tasks_ = 0;
+  TaskGroup tasks_{"tunnel"};
   asio::io_context ioc_{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::thread thread_;

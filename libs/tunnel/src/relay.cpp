@@ -129,10 +129,9 @@ class RelayImpl final : public Relay {
 
   // Declared before the io_context: coroutine frames destroyed with it still touch these.
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  TaskGroup tasks_{"relay"};
   bool started_ = false;
   bool stopping_ = false;
-  int coros_ = 0;
   uint64_t next_leg_ = 0;
   std::unordered_map<std::string, std::shared_ptr<RelayStream>> streams_;  // live, by id
   std::unordered_map<uint64_t, std::weak_ptr<LegConn>> legs_by_id_;
@@ -166,26 +165,7 @@ asio::awaitable<R> RelayImpl::OnPool(std::function<R()> f) {
   return asio::co_spawn(pool_->get_executor(), std::move(task), asio::use_awaitable);
 }
 
-void RelayImpl::Spawn(asio::awaitable<void> a) {
-  {
-    std::lock_guard lock(mu_);
-    ++coros_;
-  }
-  asio::co_spawn(ioc_, std::move(a), [this](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("relay: connection task failed: {}", ex.what());
-      } catch (...) {
-        log::error("relay: connection task failed");
-      }
-    }
-    std::lock_guard lock(mu_);
-    --coros_;
-    cv_.notify_all();
-  });
-}
+void RelayImpl::Spawn(asio::awaitable<void> a) { tasks_.Spawn(ioc_, std::move(a)); }
 
 Expected<void> RelayImpl::Start() {
   if (!s_.tls) return MakeError(Errc::kInvalidArgument, "relay: no TLS context");
@@ -248,12 +228,7 @@ void RelayImpl::Stop() {
     for (auto& st : all) End(st, "relay stopping");
     for (auto& c : legs) c->tls.Close();
   });
-  {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, kStopWait, [this] { return coros_ == 0; })) {
-      log::warn("relay: {} task(s) still running at stop (hooks blocking?)", coros_);
-    }
-  }
+  tasks_.WaitIdle(kStopWait);
   work_.reset();
   ioc_.stop();
   if (io_thread_.joinable()) io_thread_.join();

@@ -21,13 +21,16 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "torwart/core/error.hpp"
+#include "torwart/core/log.hpp"
 
 namespace torwart::tunnel::detail {
 
@@ -180,5 +183,45 @@ class LayeredTls final : public ByteStream {
 // `too_long` is set (and ec left clear) when no '\n' came within the limit.
 asio::awaitable<std::string> ReadLine(ByteStream& s, std::string& rest, bool& too_long,
                                       error_code& ec);
+
+// Coroutines spawned on one io_context, counted so that a Stop can wait (bounded) for them all
+// to finish; an exception escaping one is logged, never rethrown into the io thread.
+class TaskGroup {
+ public:
+  explicit TaskGroup(const char* name) : name_(name) {}
+  void Spawn(asio::io_context& ioc, asio::awaitable<void> a) {
+    {
+      std::lock_guard lock(mu_);
+      ++count_;
+    }
+    asio::co_spawn(ioc, std::move(a), [this](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("{}: task failed: {}", name_, ex.what());
+        } catch (...) {
+          log::error("{}: task failed", name_);
+        }
+      }
+      std::lock_guard lock(mu_);
+      --count_;
+      cv_.notify_all();
+    });
+  }
+  // Waits up to `timeout` for every task to finish; logs how many are left if they did not.
+  void WaitIdle(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [this] { return count_ == 0; })) {
+      log::warn("{}: {} task(s) still running at stop (hooks blocking?)", name_, count_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int count_ = 0;
+};
 
 }  // namespace torwart::tunnel::detail
